@@ -1,0 +1,2 @@
+//! The origin.
+pub mod packager;
