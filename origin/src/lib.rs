@@ -1,2 +1,26 @@
-//! The origin.
+//! The origin: runs a transcoder per stream, packages its output as Low-Latency HLS and serves
+//! it over HTTP.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! ffmpeg (corral_transcoder::supervisor) ──events──► stream::driver ──parts/segments──► packager::log
+//!                                                                                         │
+//!                     players, edges ◄── http (playlists, parts, segments, API) ◄─────────┘
+//! ```
+//!
+//! - [`packager`] is pure code: cutting samples into parts and segments, the publication log,
+//!   playlist rendering, blocking-request decisions.
+//! - [`stream`] holds each stream's logs and lifecycle, and drives them from transcoder events.
+//! - [`http`] parses requests strictly, waits on publications, and answers with the cache
+//!   policy the edges obey.
+//! - [`config`] is the typed YAML config; [`metrics`] the Prometheus metrics.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod packager;
+pub mod stream;

@@ -293,7 +293,7 @@ fn short_parts_only_where_allowed_rule_28() {
         };
         let a = attrs(list);
         let final_of_parent = !lines[i + 1].starts_with("#EXT-X-PART:");
-        if a.get("INDEPENDENT").is_none() && !final_of_parent {
+        if !a.contains_key("INDEPENDENT") && !final_of_parent {
             assert!(number(&a["DURATION"]) >= 0.85 * target, "rule 28: {line}");
         }
     }

@@ -184,10 +184,11 @@ impl Segmenter {
             if (crossed || open.awaiting_keyframe) && sync {
                 self.close_part(&mut out);
                 self.end_segment(&mut out);
-            } else if crossed && !open.awaiting_keyframe {
-                if let Some(o) = self.open.as_mut() {
-                    o.awaiting_keyframe = true;
-                }
+            } else if crossed
+                && !open.awaiting_keyframe
+                && let Some(o) = self.open.as_mut()
+            {
+                o.awaiting_keyframe = true;
             }
         }
         if self.open.is_none() {

@@ -1,0 +1,240 @@
+//! Wires the origin together: streams, transcoders, drivers, the HTTP server and metrics, and
+//! stops them in order.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use corral_transcoder::command::{Source, TestPattern, TranscodeJob};
+use corral_transcoder::config::Encoder;
+use corral_transcoder::metrics::TranscoderMetrics;
+use corral_transcoder::supervisor::{RunOutcome, Supervisor, SupervisorEvent};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SystemClock;
+use crate::config::{OriginConfig, SourceKind, StreamConfig};
+use crate::http::server::{HttpState, serve};
+use crate::metrics::OriginMetrics;
+use crate::stream::Stream;
+use crate::stream::driver::StreamDriver;
+
+/// How long held requests get to receive their final playlists after the streams end.
+const END_GRACE: Duration = Duration::from_millis(500);
+
+/// The transcoding job of a configured stream.
+pub fn job(config: &OriginConfig, stream: &StreamConfig) -> TranscodeJob {
+    let top = config.transcoder.ladder.first();
+    let source = match stream.source {
+        SourceKind::Testsrc => Source::TestPattern(TestPattern {
+            width: stream
+                .testsrc
+                .width
+                .or(top.map(|r| r.width))
+                .unwrap_or(1280),
+            height: stream
+                .testsrc
+                .height
+                .or(top.map(|r| r.height))
+                .unwrap_or(720),
+            duration: stream.testsrc.duration,
+            tone_hz: stream.testsrc.tone_hz.unwrap_or(1000),
+            font: stream.testsrc.font.clone(),
+        }),
+    };
+    TranscodeJob {
+        stream: stream.name.clone(),
+        source,
+        config: config.transcoder.clone(),
+        segment_duration: config.llhls.segment_duration,
+        unpaced: false,
+    }
+}
+
+/// Runs the origin until SIGINT or SIGTERM.
+pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()> {
+    corral_transcoder::supervisor::preflight(&config.transcoder)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: transcoder.encoder: {e}", config_path.display()))?;
+
+    let registry = corral_telemetry::new_registry();
+    let metrics = OriginMetrics::register(&registry)?;
+    let transcoder_metrics = TranscoderMetrics::register(&registry)?;
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let (metrics_stop, metrics_stop_rx) = watch::channel(false);
+    let metrics_task =
+        corral_telemetry::serve_metrics(config.metrics.listen, registry, metrics_stop_rx)
+            .await
+            .with_context(|| {
+                format!("cannot listen on metrics.listen {}", config.metrics.listen)
+            })?;
+
+    let stop = CancellationToken::new();
+    let mut streams = Vec::new();
+    let mut drivers = Vec::new();
+    let mut supervisors = Vec::new();
+    for stream_config in &config.streams {
+        let job = job(&config, stream_config);
+        let passthrough =
+            job.config.encoder == Encoder::Copy && matches!(job.source, Source::Pipe(_));
+        let (tx, rx) = mpsc::channel(1024);
+        let supervisor = Supervisor::new(job, transcoder_metrics.clone(), tx, stop.clone());
+        let stream = Stream::new(
+            &stream_config.name,
+            "testsrc",
+            config.llhls.params(),
+            config.transcoder.fps,
+            &supervisor.command().renditions,
+        );
+        let driver = StreamDriver::new(
+            stream.clone(),
+            Arc::new(SystemClock),
+            metrics.clone(),
+            passthrough,
+        );
+        drivers.push(tokio::spawn(driver.run(rx)));
+        supervisors.push(tokio::spawn(supervisor.run()));
+        streams.push(stream);
+    }
+    let http_stop = CancellationToken::new();
+    let local = listener.local_addr()?;
+    let server = serve(
+        listener,
+        HttpState::new(streams.clone(), metrics, config.http.clone()),
+        http_stop.clone(),
+    );
+    for s in &streams {
+        tracing::info!(url = %format!("http://{local}/live/{}/master.m3u8", s.name()), "serving");
+    }
+
+    wait_for_signal().await;
+    tracing::info!("stopping: ending streams");
+    stop.cancel();
+    for task in supervisors {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    for task in drivers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    tokio::time::sleep(END_GRACE).await;
+    http_stop.cancel();
+    let _ = server.await;
+    let _ = metrics_stop.send(true);
+    let _ = metrics_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// What `--bench-transcoder` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TranscoderBench {
+    /// Seconds of media produced.
+    pub content_seconds: f64,
+    /// Wall-clock seconds taken.
+    pub wall_seconds: f64,
+    /// CPU seconds (user + system) of the ffmpeg child.
+    pub cpu_seconds: f64,
+    /// Media seconds per wall second: above 1 runs faster than real time.
+    pub realtime_factor: f64,
+    /// CPU cores the transcoder keeps busy in real time: CPU seconds per media second.
+    pub cores_at_realtime: f64,
+    /// Video frames produced per rendition.
+    pub frames: Vec<(String, u64)>,
+}
+
+/// Encodes `seconds` of the first stream's test pattern as fast as possible and measures it.
+pub async fn bench_transcoder(
+    config: &OriginConfig,
+    seconds: f64,
+) -> anyhow::Result<TranscoderBench> {
+    let stream = config.streams.first().context("no stream is configured")?;
+    let mut job = job(config, stream);
+    job.unpaced = true;
+    if let Source::TestPattern(p) = &mut job.source {
+        p.duration = Some(seconds);
+    }
+    let registry = prometheus::Registry::new();
+    let (tx, mut rx) = mpsc::channel(4096);
+    let supervisor = Supervisor::new(
+        job,
+        TranscoderMetrics::register(&registry)?,
+        tx,
+        CancellationToken::new(),
+    );
+    let names: Vec<String> = supervisor
+        .command()
+        .renditions
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    let mut frames = vec![0u64; names.len()];
+    let cpu_before = children_cpu();
+    let started = Instant::now();
+    let task = tokio::spawn(supervisor.run());
+    let mut outcome = None;
+    while let Some(event) = rx.recv().await {
+        match event {
+            SupervisorEvent::Fragment {
+                rendition,
+                fragment,
+                ..
+            } => {
+                frames[rendition] += fragment
+                    .tracks
+                    .iter()
+                    .map(|t| t.samples.len() as u64)
+                    .sum::<u64>();
+            }
+            SupervisorEvent::Ended { outcome: o, .. } => {
+                outcome = Some(o);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    task.abort();
+    match outcome {
+        Some(RunOutcome::Finished) => {}
+        other => anyhow::bail!("the transcoder did not finish cleanly: {other:?}"),
+    }
+    let cpu = children_cpu() - cpu_before;
+    Ok(TranscoderBench {
+        content_seconds: seconds,
+        wall_seconds: wall,
+        cpu_seconds: cpu,
+        realtime_factor: seconds / wall,
+        cores_at_realtime: cpu / seconds,
+        frames: names.into_iter().zip(frames).collect(),
+    })
+}
+
+fn children_cpu() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    match getrusage(UsageWho::RUSAGE_CHILDREN) {
+        Ok(u) => {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        }
+        Err(_) => 0.0,
+    }
+}

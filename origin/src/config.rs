@@ -1,0 +1,359 @@
+//! The origin's config file (`conf/origin.yaml`, `conf/local.yaml`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use corral_transcoder::config::TranscoderConfig;
+use serde::Deserialize;
+use yaml_config::{Invalid, Validate, check_name, check_range};
+
+use crate::packager::params::LlhlsParams;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    /// Log filter, e.g. `info` or `corral_origin=debug,info`; `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// The HTTP server for players and edges.
+    pub http: HttpConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// LL-HLS timing.
+    pub llhls: LlhlsConfig,
+    /// Encoder and ladder.
+    pub transcoder: TranscoderConfig,
+    /// The streams this origin produces.
+    pub streams: Vec<StreamConfig>,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            log_level: "info".to_string(),
+            http: HttpConfig::default(),
+            metrics: MetricsConfig::default(),
+            llhls: LlhlsConfig::default(),
+            transcoder: TranscoderConfig::default(),
+            streams: vec![StreamConfig::default()],
+        }
+    }
+}
+
+/// `http:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address for playlists, media and the API.
+    pub listen: SocketAddr,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Requests held waiting for media at once (blocking reloads, hinted parts); more get 503.
+    pub max_blocked_requests: usize,
+    /// Seconds a client may take to send its request headers.
+    pub header_read_timeout: f64,
+    /// `Access-Control-Allow-Origin` sent to players.
+    pub cors_allow_origin: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            max_connections: 10_000,
+            max_blocked_requests: 10_000,
+            header_read_timeout: 10.0,
+            cors_allow_origin: "*".to_string(),
+        }
+    }
+}
+
+/// `metrics:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of `GET /metrics`.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+        }
+    }
+}
+
+/// `llhls:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlhlsConfig {
+    /// Seconds per segment (and per GOP: keyframes are forced at each boundary).
+    pub segment_duration: f64,
+    /// `PART-TARGET` in seconds; no part is ever longer.
+    pub part_target: f64,
+    /// Complete segments listed in each media playlist.
+    pub playlist_segments: usize,
+    /// Segments kept downloadable after they leave the playlist.
+    pub retained_segments: usize,
+}
+
+impl Default for LlhlsConfig {
+    fn default() -> Self {
+        let p = LlhlsParams::default();
+        Self {
+            segment_duration: p.segment_duration,
+            part_target: p.part_target,
+            playlist_segments: p.playlist_segments,
+            retained_segments: p.retained_segments,
+        }
+    }
+}
+
+impl LlhlsConfig {
+    /// The packager's parameters.
+    pub fn params(&self) -> LlhlsParams {
+        LlhlsParams {
+            segment_duration: self.segment_duration,
+            part_target: self.part_target,
+            playlist_segments: self.playlist_segments,
+            retained_segments: self.retained_segments,
+        }
+    }
+}
+
+/// Where a stream's media comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// ffmpeg's test pattern with a burnt-in clock and a tone.
+    #[default]
+    Testsrc,
+}
+
+/// `streams[].testsrc:`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestsrcConfig {
+    /// Picture width; defaults to the top rung's.
+    pub width: Option<u32>,
+    /// Picture height; defaults to the top rung's.
+    pub height: Option<u32>,
+    /// Seconds before the source ends (then the stream ends with `EXT-X-ENDLIST`); unset runs
+    /// until the origin stops.
+    pub duration: Option<f64>,
+    /// Tone frequency in Hz (default 1000).
+    pub tone_hz: Option<u32>,
+    /// TrueType font for the clock; defaults to DejaVu Sans Mono when installed.
+    pub font: Option<PathBuf>,
+}
+
+/// `streams[]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// The stream's name in URLs: `/live/<name>/master.m3u8`.
+    pub name: String,
+    /// `testsrc`.
+    #[serde(default)]
+    pub source: SourceKind,
+    /// Test pattern settings, for `source: testsrc`.
+    #[serde(default)]
+    pub testsrc: TestsrcConfig,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            name: "demo".to_string(),
+            source: SourceKind::Testsrc,
+            testsrc: TestsrcConfig::default(),
+        }
+    }
+}
+
+impl Validate for OriginConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        check_range(
+            "http.max_connections",
+            self.http.max_connections,
+            1,
+            1_000_000,
+            "a count",
+        )?;
+        check_range(
+            "http.max_blocked_requests",
+            self.http.max_blocked_requests,
+            1,
+            1_000_000,
+            "a count",
+        )?;
+        check_range(
+            "http.header_read_timeout",
+            self.http.header_read_timeout,
+            0.5,
+            300.0,
+            "seconds",
+        )?;
+        if self.http.cors_allow_origin.is_empty()
+            || self.http.cors_allow_origin.contains(['\r', '\n'])
+        {
+            return Err(Invalid::new(
+                "http.cors_allow_origin",
+                "an origin such as * or https://example.com",
+                format!("{:?}", self.http.cors_allow_origin),
+            ));
+        }
+        let l = &self.llhls;
+        check_range(
+            "llhls.segment_duration",
+            l.segment_duration,
+            1.0,
+            10.0,
+            "seconds",
+        )?;
+        check_range("llhls.part_target", l.part_target, 0.1, 2.0, "seconds")?;
+        let fps = f64::from(self.transcoder.fps);
+        if l.part_target < 1.0 / fps {
+            return Err(Invalid::new(
+                "llhls.part_target",
+                format!(
+                    "at least one frame at {} fps ({:.4} s)",
+                    self.transcoder.fps,
+                    1.0 / fps
+                ),
+                l.part_target,
+            ));
+        }
+        if l.part_target * 2.0 > l.segment_duration {
+            return Err(Invalid::new(
+                "llhls.part_target",
+                "at most half of llhls.segment_duration",
+                l.part_target,
+            ));
+        }
+        let params = l.params();
+        let min_segments =
+            ((3 * params.target_duration()) as f64 / l.segment_duration).ceil() as usize + 1;
+        check_range(
+            "llhls.playlist_segments",
+            l.playlist_segments,
+            min_segments,
+            1000,
+            "a count (the playlist must hold three target durations)",
+        )?;
+        check_range(
+            "llhls.retained_segments",
+            l.retained_segments,
+            0,
+            1000,
+            "a count",
+        )?;
+        self.transcoder.validate("transcoder")?;
+        if self.streams.len() > 64 {
+            return Err(Invalid::new(
+                "streams",
+                "at most 64 streams",
+                self.streams.len(),
+            ));
+        }
+        for (i, s) in self.streams.iter().enumerate() {
+            let key = |k: &str| format!("streams[{i}].{k}");
+            check_name(&key("name"), &s.name)?;
+            if self.streams[..i].iter().any(|o| o.name == s.name) {
+                return Err(Invalid::new(
+                    key("name"),
+                    "a name no other stream uses",
+                    &s.name,
+                ));
+            }
+            let t = &s.testsrc;
+            for (k, v, max) in [
+                ("testsrc.width", t.width, 7680),
+                ("testsrc.height", t.height, 4320),
+            ] {
+                if let Some(v) = v {
+                    check_range(&key(k), v, 16, max, "pixels")?;
+                    if v % 2 != 0 {
+                        return Err(Invalid::new(key(k), "an even number of pixels", v));
+                    }
+                }
+            }
+            if let Some(d) = t.duration {
+                check_range(&key("testsrc.duration"), d, 1.0, 1e7, "seconds")?;
+            }
+            if let Some(hz) = t.tone_hz {
+                check_range(&key("testsrc.tone_hz"), hz, 20, 20_000, "Hz")?;
+            }
+            if let Some(font) = &t.font
+                && !font.is_file()
+            {
+                return Err(Invalid::new(
+                    key("testsrc.font"),
+                    "an existing font file",
+                    font.display(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<OriginConfig, yaml_config::ConfigError> {
+        yaml_config::from_str(Path::new("origin.yaml"), text)
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_serve_one_test_stream() {
+        let c = parse("").expect("defaults");
+        assert_eq!(c.streams.len(), 1);
+        assert_eq!(c.streams[0].name, "demo");
+        assert_eq!(c.http.listen.port(), 8081);
+        assert_eq!(c.metrics.listen.port(), 9101);
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for file in ["origin.yaml", "local.yaml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../conf")
+                .join(file);
+            yaml_config::load::<OriginConfig>(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn a_part_target_shorter_than_a_frame_is_refused() {
+        let err =
+            parse("llhls:\n  part_target: 0.1\ntranscoder:\n  fps: 5\n").expect_err("too short");
+        assert_eq!(err.key.as_deref(), Some("llhls.part_target"));
+        assert!(err.to_string().contains("one frame at 5 fps"), "{err}");
+    }
+
+    #[test]
+    fn a_playlist_shorter_than_three_target_durations_is_refused() {
+        let err = parse("llhls:\n  playlist_segments: 2\n").expect_err("rule 16");
+        assert_eq!(err.key.as_deref(), Some("llhls.playlist_segments"));
+    }
+
+    #[test]
+    fn duplicate_or_unsafe_stream_names_are_refused() {
+        let err = parse("streams:\n  - name: a\n  - name: a\n").expect_err("dup");
+        assert_eq!(err.key.as_deref(), Some("streams[1].name"));
+        let err = parse("streams:\n  - name: ../etc\n").expect_err("unsafe");
+        assert_eq!(err.key.as_deref(), Some("streams[0].name"));
+    }
+
+    #[test]
+    fn an_unknown_encoder_names_the_choices() {
+        let err = parse("transcoder:\n  encoder: vaapi\n").expect_err("unknown");
+        assert_eq!(err.key.as_deref(), Some("transcoder.encoder"));
+        assert!(err.to_string().contains("x264"), "{err}");
+    }
+}

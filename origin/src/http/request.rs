@@ -1,0 +1,454 @@
+//! Parses a request's path and query into a [`Route`], strictly: only the URLs the origin
+//! serves are recognized, and anything that looks like a path trick is refused.
+//!
+//! Pure code over untrusted bytes; it has a fuzz target (`origin/fuzz`) and property tests.
+
+use crate::packager::blocking::PlaylistDemand;
+
+/// Longest path accepted.
+pub const MAX_PATH_LEN: usize = 512;
+/// Longest query string accepted (signatures and player tokens included).
+pub const MAX_QUERY_LEN: usize = 4096;
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/live/{stream}/master.m3u8`
+    Master {
+        /// Stream name.
+        stream: &'a str,
+    },
+    /// `/live/{stream}/{rendition}/index.m3u8` with its LL-HLS directives.
+    Playlist {
+        /// Stream name.
+        stream: &'a str,
+        /// Rendition name.
+        rendition: &'a str,
+        /// `_HLS_msn`, `_HLS_part`, `_HLS_skip`.
+        directives: Directives,
+    },
+    /// `/live/{stream}/{rendition}/init.mp4` (the current one) or `init-{id}.mp4`.
+    Init {
+        /// Stream name.
+        stream: &'a str,
+        /// Rendition name.
+        rendition: &'a str,
+        /// The init segment's ID; `None` for the current one.
+        id: Option<u64>,
+    },
+    /// `/live/{stream}/{rendition}/{msn}.m4s`
+    Segment {
+        /// Stream name.
+        stream: &'a str,
+        /// Rendition name.
+        rendition: &'a str,
+        /// Media sequence number.
+        msn: u64,
+    },
+    /// `/live/{stream}/{rendition}/{msn}.{part}.m4s`
+    Part {
+        /// Stream name.
+        stream: &'a str,
+        /// Rendition name.
+        rendition: &'a str,
+        /// Media sequence number of the parent segment.
+        msn: u64,
+        /// Part index.
+        part: u64,
+    },
+    /// `/api/streams`
+    Streams,
+    /// `/healthz`
+    Health,
+}
+
+/// The LL-HLS delivery directives of a playlist request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// `_HLS_msn`
+    pub msn: Option<u64>,
+    /// `_HLS_part`
+    pub part: Option<u64>,
+    /// `_HLS_skip=YES` or `v2`
+    pub skip: bool,
+}
+
+impl Directives {
+    /// What the request waits for.
+    pub fn demand(&self) -> PlaylistDemand {
+        match (self.msn, self.part) {
+            (Some(msn), Some(part)) => PlaylistDemand::Part(msn, part),
+            (Some(msn), None) => PlaylistDemand::Segment(msn),
+            _ => PlaylistDemand::Current,
+        }
+    }
+
+    /// Whether the request blocks (carries `_HLS_msn`).
+    pub fn blocking(&self) -> bool {
+        self.msn.is_some()
+    }
+}
+
+/// Why a request was refused before any lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// 400, with the reason.
+    BadRequest(String),
+    /// 404: no such URL.
+    NotFound,
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A decimal integer of at most 20 ASCII digits that fits in `u64`.
+fn number(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses `path` and, for playlists, `query`.
+pub fn parse<'a>(path: &'a str, query: Option<&str>) -> Result<Route<'a>, RequestError> {
+    if !path.starts_with('/') || path.len() > MAX_PATH_LEN {
+        return Err(RequestError::BadRequest(
+            "the path must start with '/' and be at most 512 bytes".into(),
+        ));
+    }
+    if path.contains('%') {
+        return Err(RequestError::BadRequest(
+            "percent-encoded characters are not allowed in paths".into(),
+        ));
+    }
+    if path.contains('\\') || path.bytes().any(|b| b.is_ascii_control()) {
+        return Err(RequestError::BadRequest(
+            "backslashes and control characters are not allowed in paths".into(),
+        ));
+    }
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err(RequestError::BadRequest(
+            "'.' and '..' path segments are not allowed".into(),
+        ));
+    }
+    let route = match segments.as_slice() {
+        ["healthz"] => Route::Health,
+        ["api", "streams"] => Route::Streams,
+        ["live", stream, "master.m3u8"] if is_name(stream) => Route::Master { stream },
+        ["live", stream, rendition, file] if is_name(stream) && is_name(rendition) => {
+            media_route(stream, rendition, file, query)?
+        }
+        _ => return Err(RequestError::NotFound),
+    };
+    Ok(route)
+}
+
+fn media_route<'a>(
+    stream: &'a str,
+    rendition: &'a str,
+    file: &str,
+    query: Option<&str>,
+) -> Result<Route<'a>, RequestError> {
+    if file == "index.m3u8" {
+        return Ok(Route::Playlist {
+            stream,
+            rendition,
+            directives: directives(query.unwrap_or(""))?,
+        });
+    }
+    if file == "init.mp4" {
+        return Ok(Route::Init {
+            stream,
+            rendition,
+            id: None,
+        });
+    }
+    if let Some(id) = file
+        .strip_prefix("init-")
+        .and_then(|f| f.strip_suffix(".mp4"))
+    {
+        return number(id)
+            .map(|id| Route::Init {
+                stream,
+                rendition,
+                id: Some(id),
+            })
+            .ok_or(RequestError::NotFound);
+    }
+    let stem = file.strip_suffix(".m4s").ok_or(RequestError::NotFound)?;
+    match stem.split_once('.') {
+        None => number(stem).map(|msn| Route::Segment {
+            stream,
+            rendition,
+            msn,
+        }),
+        Some((msn, part)) => match (number(msn), number(part)) {
+            (Some(msn), Some(part)) => Some(Route::Part {
+                stream,
+                rendition,
+                msn,
+                part,
+            }),
+            _ => None,
+        },
+    }
+    .ok_or(RequestError::NotFound)
+}
+
+/// Parses the LL-HLS directives of a playlist query. Other parameters (tokens, signatures,
+/// cache busters) are ignored here; unknown `_HLS_` names are ignored too, as the spec reserves
+/// them for future use.
+pub fn directives(query: &str) -> Result<Directives, RequestError> {
+    if query.len() > MAX_QUERY_LEN {
+        return Err(RequestError::BadRequest(
+            "the query string is longer than 4096 bytes".into(),
+        ));
+    }
+    let bad = |msg: String| Err(RequestError::BadRequest(msg));
+    let mut d = Directives::default();
+    let mut seen_skip = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "_HLS_msn" => {
+                if d.msn.is_some() {
+                    return bad("_HLS_msn is given twice".into());
+                }
+                match number(value) {
+                    Some(n) => d.msn = Some(n),
+                    None => {
+                        return bad(format!(
+                            "_HLS_msn must be a media sequence number, got {:?}",
+                            truncate(value)
+                        ));
+                    }
+                }
+            }
+            "_HLS_part" => {
+                if d.part.is_some() {
+                    return bad("_HLS_part is given twice".into());
+                }
+                match number(value) {
+                    Some(n) => d.part = Some(n),
+                    None => {
+                        return bad(format!(
+                            "_HLS_part must be a part index, got {:?}",
+                            truncate(value)
+                        ));
+                    }
+                }
+            }
+            "_HLS_skip" => {
+                if seen_skip {
+                    return bad("_HLS_skip is given twice".into());
+                }
+                seen_skip = true;
+                match value {
+                    "YES" | "v2" => d.skip = true,
+                    _ => {
+                        return bad(format!(
+                            "_HLS_skip must be YES or v2, got {:?}",
+                            truncate(value)
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if d.part.is_some() && d.msn.is_none() {
+        return bad("_HLS_part requires _HLS_msn".into());
+    }
+    Ok(d)
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(32) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn bad(path: &str, query: Option<&str>) -> String {
+        match parse(path, query) {
+            Err(RequestError::BadRequest(reason)) => reason,
+            other => panic!("{path}?{query:?} should be a bad request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_url_the_origin_serves_is_recognized() {
+        assert_eq!(
+            parse("/live/demo/master.m3u8", None),
+            Ok(Route::Master { stream: "demo" })
+        );
+        assert_eq!(
+            parse(
+                "/live/demo/720p/index.m3u8",
+                Some("_HLS_msn=12&_HLS_part=3&_HLS_skip=YES")
+            ),
+            Ok(Route::Playlist {
+                stream: "demo",
+                rendition: "720p",
+                directives: Directives {
+                    msn: Some(12),
+                    part: Some(3),
+                    skip: true
+                }
+            })
+        );
+        assert_eq!(
+            parse("/live/demo/720p/init.mp4", None),
+            Ok(Route::Init {
+                stream: "demo",
+                rendition: "720p",
+                id: None
+            })
+        );
+        assert_eq!(
+            parse("/live/demo/720p/init-900.mp4", None),
+            Ok(Route::Init {
+                stream: "demo",
+                rendition: "720p",
+                id: Some(900)
+            })
+        );
+        assert_eq!(
+            parse("/live/demo/audio/901.m4s", None),
+            Ok(Route::Segment {
+                stream: "demo",
+                rendition: "audio",
+                msn: 901
+            })
+        );
+        assert_eq!(
+            parse("/live/demo/audio/901.4.m4s", None),
+            Ok(Route::Part {
+                stream: "demo",
+                rendition: "audio",
+                msn: 901,
+                part: 4
+            })
+        );
+        assert_eq!(parse("/api/streams", None), Ok(Route::Streams));
+        assert_eq!(parse("/healthz", None), Ok(Route::Health));
+    }
+
+    #[test]
+    fn malformed_directives_are_bad_requests() {
+        let p = "/live/demo/720p/index.m3u8";
+        assert!(
+            bad(p, Some("_HLS_part=3")).contains("requires _HLS_msn"),
+            "rule 60"
+        );
+        assert!(bad(p, Some("_HLS_msn=abc")).contains("_HLS_msn"));
+        assert!(bad(p, Some("_HLS_msn=-1")).contains("_HLS_msn"));
+        assert!(
+            bad(p, Some("_HLS_msn=99999999999999999999999")).contains("_HLS_msn"),
+            "does not fit"
+        );
+        assert!(bad(p, Some("_HLS_msn=1&_HLS_part=x")).contains("_HLS_part"));
+        assert!(bad(p, Some("_HLS_msn=1&_HLS_msn=2")).contains("twice"));
+        assert!(bad(p, Some("_HLS_skip=NO")).contains("YES or v2"));
+        assert!(bad(p, Some(&"a=b&".repeat(2000))).contains("4096"));
+    }
+
+    #[test]
+    fn other_query_parameters_are_ignored() {
+        let route = parse(
+            "/live/demo/720p/index.m3u8",
+            Some("token=abc&_HLS_msn=5&_HLS_future=1&x"),
+        )
+        .expect("valid");
+        assert_eq!(
+            route,
+            Route::Playlist {
+                stream: "demo",
+                rendition: "720p",
+                directives: Directives {
+                    msn: Some(5),
+                    part: None,
+                    skip: false
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn path_tricks_are_bad_requests() {
+        assert!(bad("/live/demo/../../etc/passwd", None).contains(".."));
+        assert!(bad("/live/demo/720p/./index.m3u8", None).contains("'.'"));
+        assert!(bad("/live/demo%2F720p/index.m3u8", None).contains("percent"));
+        assert!(bad("/live/demo/720p%2f..%2f..%2fx", None).contains("percent"));
+        assert!(bad("/live\\demo/master.m3u8", None).contains("backslash"));
+        assert!(bad(&format!("/{}", "a".repeat(600)), None).contains("512"));
+        assert!(bad("live/demo/master.m3u8", None).contains("start with"));
+    }
+
+    #[test]
+    fn unknown_shapes_are_not_found() {
+        for path in [
+            "/",
+            "/live/demo",
+            "/live/demo/720p/index.m3u",
+            "/live/demo/720p/abc.m4s",
+            "/live/demo/720p/1.2.3.m4s",
+            "/live/demo/720p/99999999999999999999999.m4s",
+            "/live/demo/720p/init-x.mp4",
+            "/live/de mo/master.m3u8",
+            "/live//720p/index.m3u8",
+            "/live/demo/720p/index.m3u8/extra",
+        ] {
+            assert_eq!(parse(path, None), Err(RequestError::NotFound), "{path}");
+        }
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-]{1,64}"
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_input_never_panics(path in ".{0,700}", query in proptest::option::of(".{0,300}")) {
+            let _ = parse(&path, query.as_deref());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(path in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let path = String::from_utf8_lossy(&path);
+            let _ = parse(&path, Some(&path));
+        }
+
+        #[test]
+        fn generated_part_urls_parse_back(stream in name(), rendition in name(), msn: u64, part: u64) {
+            let path = format!("/live/{stream}/{rendition}/{msn}.{part}.m4s");
+            prop_assert_eq!(
+                parse(&path, None),
+                Ok(Route::Part { stream: &stream, rendition: &rendition, msn, part })
+            );
+        }
+
+        #[test]
+        fn generated_directives_parse_back(msn: u64, part in proptest::option::of(any::<u64>()), skip: bool) {
+            let mut q = format!("_HLS_msn={msn}");
+            if let Some(p) = part {
+                q.push_str(&format!("&_HLS_part={p}"));
+            }
+            if skip {
+                q.push_str("&_HLS_skip=YES");
+            }
+            prop_assert_eq!(directives(&q), Ok(Directives { msn: Some(msn), part, skip }));
+        }
+    }
+}

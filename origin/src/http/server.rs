@@ -1,0 +1,451 @@
+//! The origin's HTTP server: accepts connections (HTTP/1.1 and h2c) within a limit, routes
+//! requests, holds blocking ones until the publication they wait for, and answers with the
+//! cache policy the edges obey.
+//!
+//! Handlers return `Result<Response, Response>`: the error side is a finished error response,
+//! built once per request, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::body::Body;
+use super::request::{self, RequestError, Route};
+use super::respond::{self, ERROR_CACHE, IMMUTABLE, MASTER_CACHE, NO_STORE};
+use crate::api;
+use crate::config::HttpConfig;
+use crate::metrics::OriginMetrics;
+use crate::packager::blocking::{Verdict, part_verdict, playlist_verdict, segment_verdict};
+use crate::packager::log::MediaLog;
+use crate::packager::playlist::Form;
+use crate::stream::{Stream, Waited};
+
+/// How long open connections get to finish when the server stops.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// What the request handlers share.
+pub struct HttpState {
+    streams: BTreeMap<String, Arc<Stream>>,
+    metrics: OriginMetrics,
+    blocked: Arc<Semaphore>,
+    allow_origin: HeaderValue,
+    config: HttpConfig,
+}
+
+impl HttpState {
+    /// State serving `streams`.
+    pub fn new(streams: Vec<Arc<Stream>>, metrics: OriginMetrics, config: HttpConfig) -> Arc<Self> {
+        let allow_origin = HeaderValue::from_str(&config.cors_allow_origin)
+            .unwrap_or(HeaderValue::from_static("*"));
+        Arc::new(Self {
+            streams: streams
+                .into_iter()
+                .map(|s| (s.name().to_string(), s))
+                .collect(),
+            metrics,
+            blocked: Arc::new(Semaphore::new(config.max_blocked_requests)),
+            allow_origin,
+            config,
+        })
+    }
+}
+
+/// Serves `listener` until `shutdown` is cancelled, then drains open connections.
+pub fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let connections = Arc::new(Semaphore::new(state.config.max_connections));
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs_f64(state.config.header_read_timeout));
+        builder.http2().timer(TokioTimer::new());
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                state
+                    .metrics
+                    .http_refused
+                    .with_label_values(&["max_connections"])
+                    .inc();
+                tracing::warn!(
+                    limit = state.config.max_connections,
+                    "connection refused: too many open connections"
+                );
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service_state = state.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let state = service_state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            let connection = graceful.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            let gauge = state.metrics.http_connections.clone();
+            gauge.inc();
+            tokio::spawn(async move {
+                let _ = connection.await;
+                gauge.dec();
+                drop(permit);
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::info!("connections still open after the drain period were closed");
+        }
+    })
+}
+
+/// Labels requests for metrics.
+fn kind_of(route: &Result<Route<'_>, RequestError>, path: &str) -> &'static str {
+    match route {
+        Ok(Route::Master { .. }) => "master",
+        Ok(Route::Playlist { directives, .. }) if directives.blocking() => "blocking_playlist",
+        Ok(Route::Playlist { .. }) => "playlist",
+        Ok(Route::Part { .. }) => "part",
+        Ok(Route::Segment { .. }) => "segment",
+        Ok(Route::Init { .. }) => "init",
+        Ok(Route::Streams) => "api",
+        Ok(Route::Health) => "health",
+        Err(_) if path.ends_with(".m3u8") => "playlist",
+        Err(_) => "other",
+    }
+}
+
+async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let route = request::parse(&path, query.as_deref());
+    let kind = kind_of(&route, &path);
+    let mut response = match *req.method() {
+        Method::GET | Method::HEAD => match route {
+            Ok(route) => answer(state, route, &req).await,
+            Err(RequestError::BadRequest(reason)) => {
+                tracing::info!(%path, %reason, "bad request");
+                respond::text(StatusCode::BAD_REQUEST, &reason, NO_STORE)
+            }
+            Err(RequestError::NotFound) => {
+                respond::text(StatusCode::NOT_FOUND, "no such resource", ERROR_CACHE)
+            }
+        },
+        Method::OPTIONS => respond::preflight(),
+        _ => respond::method_not_allowed(),
+    };
+    respond::add_cors(&mut response, &state.allow_origin);
+    if req.method() == Method::HEAD {
+        let len = http_body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        *response.body_mut() = Body::empty();
+    }
+    let status = response.status();
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[kind, status.as_str()])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[kind])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn lookup<'a>(state: &'a HttpState, stream: &str) -> Result<&'a Arc<Stream>, Response<Body>> {
+    state.streams.get(stream).ok_or_else(|| {
+        respond::text(
+            StatusCode::NOT_FOUND,
+            &format!("no stream named {stream:?}"),
+            ERROR_CACHE,
+        )
+    })
+}
+
+fn lookup_rendition(stream: &Stream, rendition: &str) -> Result<usize, Response<Body>> {
+    stream.rendition(rendition).map(|(i, _)| i).ok_or_else(|| {
+        respond::text(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "stream {:?} has no rendition named {rendition:?}",
+                stream.name()
+            ),
+            ERROR_CACHE,
+        )
+    })
+}
+
+async fn answer(state: &HttpState, route: Route<'_>, req: &Request<Incoming>) -> Response<Body> {
+    let result = match route {
+        Route::Health => Ok(respond::text(StatusCode::OK, "ok", NO_STORE)),
+        Route::Streams => Ok(respond::json(&api::StreamList {
+            streams: state.streams.values().map(|s| api::describe(s)).collect(),
+        })),
+        Route::Master { stream } => master(state, stream, req).await,
+        Route::Playlist {
+            stream,
+            rendition,
+            directives,
+        } => media_playlist(state, stream, rendition, directives, req).await,
+        Route::Part {
+            stream,
+            rendition,
+            msn,
+            part,
+        } => media_object(state, stream, rendition, msn, Some(part)).await,
+        Route::Segment {
+            stream,
+            rendition,
+            msn,
+        } => media_object(state, stream, rendition, msn, None).await,
+        Route::Init {
+            stream,
+            rendition,
+            id,
+        } => init(state, stream, rendition, id),
+    };
+    result.unwrap_or_else(|response| response)
+}
+
+fn gzip_ok(req: &Request<Incoming>) -> bool {
+    respond::accepts_gzip(req.headers().get(header::ACCEPT_ENCODING))
+}
+
+async fn master(
+    state: &HttpState,
+    name: &str,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, Response<Body>> {
+    let stream = lookup(state, name)?;
+    let deadline = tokio::time::Instant::now() + stream.params().blocking_timeout();
+    match stream.wait_master(deadline).await {
+        Some(body) => {
+            let gzipped = gzip_ok(req).then(|| crate::stream::gzip(&body));
+            Ok(respond::playlist_bytes(&body, gzipped, MASTER_CACHE))
+        }
+        None => Err(unavailable("the stream's renditions are not ready yet")),
+    }
+}
+
+fn unavailable(reason: &str) -> Response<Body> {
+    let mut r = respond::text(StatusCode::SERVICE_UNAVAILABLE, reason, ERROR_CACHE);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Holds the request until `check` passes, within the stream's blocking timeout and the
+/// server's limit on waiting requests.
+async fn wait(
+    state: &HttpState,
+    stream: &Stream,
+    index: usize,
+    mut check: impl FnMut(&MediaLog) -> Verdict,
+) -> Result<Waited, Response<Body>> {
+    let first = stream.renditions()[index].with_log(&mut check);
+    if first != Verdict::Wait {
+        return Ok(Waited {
+            verdict: first,
+            woken_by: None,
+        });
+    }
+    let Ok(permit) = state.blocked.clone().try_acquire_owned() else {
+        state
+            .metrics
+            .http_refused
+            .with_label_values(&["max_blocked_requests"])
+            .inc();
+        return Err(unavailable("too many requests are waiting for media"));
+    };
+    let gauge = state
+        .metrics
+        .blocked_requests
+        .with_label_values(&[stream.name()]);
+    // Decrements even when the client goes away and this future is dropped.
+    struct Held {
+        gauge: prometheus::IntGauge,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    }
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.gauge.dec();
+        }
+    }
+    gauge.inc();
+    let _held = Held {
+        gauge,
+        _permit: permit,
+    };
+    let deadline = tokio::time::Instant::now() + stream.params().blocking_timeout();
+    let waited = stream.wait_until(index, deadline, check).await;
+    match waited.woken_by {
+        Some(at) => state
+            .metrics
+            .blocking_wake
+            .observe(at.elapsed().as_secs_f64()),
+        None if waited.verdict == Verdict::Wait => {
+            state
+                .metrics
+                .blocking_timeouts
+                .with_label_values(&[stream.name()])
+                .inc();
+        }
+        None => {}
+    }
+    Ok(waited)
+}
+
+async fn media_playlist(
+    state: &HttpState,
+    name: &str,
+    rendition: &str,
+    directives: request::Directives,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, Response<Body>> {
+    let stream = lookup(state, name)?;
+    let index = lookup_rendition(stream, rendition)?;
+    let demand = directives.demand();
+    let limits = stream.limits();
+    let waited = wait(state, stream, index, |log| {
+        playlist_verdict(log, demand, limits)
+    })
+    .await?;
+    match waited.verdict {
+        Verdict::Ready => {
+            let form = if directives.skip {
+                Form::Delta
+            } else {
+                Form::Full
+            };
+            let rendered = stream.media_playlist(index, form);
+            let params = stream.params();
+            let cache = if directives.blocking() {
+                format!("public, max-age={}", params.blocking_playlist_max_age())
+            } else {
+                match params.playlist_max_age() {
+                    0 => "public, max-age=0, stale-while-revalidate=1".to_string(),
+                    n => format!("public, max-age={n}"),
+                }
+            };
+            Ok(respond::playlist(&rendered, gzip_ok(req), &cache))
+        }
+        Verdict::TooFar(reason) => {
+            tracing::info!(stream = %name, %rendition, %reason, "blocking request too far ahead");
+            Err(respond::text(StatusCode::BAD_REQUEST, &reason, NO_STORE))
+        }
+        Verdict::Missing(reason) => Err(respond::text(StatusCode::NOT_FOUND, &reason, ERROR_CACHE)),
+        Verdict::Wait => Err(unavailable(
+            "the playlist did not reach the requested part within three target durations",
+        )),
+    }
+}
+
+async fn media_object(
+    state: &HttpState,
+    name: &str,
+    rendition: &str,
+    msn: u64,
+    part: Option<u64>,
+) -> Result<Response<Body>, Response<Body>> {
+    let stream = lookup(state, name)?;
+    let index = lookup_rendition(stream, rendition)?;
+    let limits = stream.limits();
+    let waited = wait(state, stream, index, |log| match part {
+        Some(p) => part_verdict(log, msn, p, limits),
+        None => segment_verdict(log, msn, limits),
+    })
+    .await?;
+    let r = &stream.renditions()[index];
+    match waited.verdict {
+        Verdict::Ready => {
+            let chunks = r.with_log(|log| {
+                let segment = log.segment(msn)?;
+                match part {
+                    Some(p) => segment
+                        .parts
+                        .get(usize::try_from(p).ok()?)
+                        .map(|x| vec![x.bytes.clone()]),
+                    None => Some(segment.chunks().cloned().collect()),
+                }
+            });
+            match chunks {
+                Some(chunks) => Ok(respond::media(chunks, r.is_audio(), IMMUTABLE)),
+                // Trimmed between the verdict and now: it is gone.
+                None => Err(respond::text(
+                    StatusCode::NOT_FOUND,
+                    "no longer available",
+                    ERROR_CACHE,
+                )),
+            }
+        }
+        Verdict::Missing(reason) | Verdict::TooFar(reason) => {
+            Err(respond::text(StatusCode::NOT_FOUND, &reason, ERROR_CACHE))
+        }
+        Verdict::Wait => Err(unavailable(
+            "the part was not published within three target durations",
+        )),
+    }
+}
+
+fn init(
+    state: &HttpState,
+    name: &str,
+    rendition: &str,
+    id: Option<u64>,
+) -> Result<Response<Body>, Response<Body>> {
+    let stream = lookup(state, name)?;
+    let index = lookup_rendition(stream, rendition)?;
+    let r = &stream.renditions()[index];
+    let found = r.with_log(|log| match id {
+        Some(id) => log.init(id).map(|i| i.bytes.clone()),
+        None => log.current_init().map(|i| i.bytes.clone()),
+    });
+    match (found, id) {
+        (Some(bytes), Some(_)) => Ok(respond::media(vec![bytes], r.is_audio(), IMMUTABLE)),
+        // The current init changes when the transcoder restarts: cache it briefly.
+        (Some(bytes), None) => Ok(respond::media(vec![bytes], r.is_audio(), MASTER_CACHE)),
+        (None, _) => Err(respond::text(
+            StatusCode::NOT_FOUND,
+            "no such init segment",
+            ERROR_CACHE,
+        )),
+    }
+}

@@ -1,0 +1,313 @@
+//! The driver fed with synthetic transcoder events and a clock that only moves when told.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use corral_transcoder::command::{RenditionKind, RenditionSpec};
+use corral_transcoder::config::Bitrate;
+use corral_transcoder::fmp4::{Fmp4Event, Fmp4Reader, Fragment, InitSegment, Sample, TrackRun};
+use corral_transcoder::supervisor::{RunOutcome, SupervisorEvent};
+use parking_lot::Mutex;
+
+use super::*;
+use crate::packager::params::LlhlsParams;
+use crate::packager::playlist::Form;
+
+const VIDEO: &[u8] = include_bytes!("../../../transcoder/tests/fixtures/video.mp4");
+const AUDIO: &[u8] = include_bytes!("../../../transcoder/tests/fixtures/audio.mp4");
+
+struct FakeClock(Mutex<SystemTime>);
+
+impl Clock for FakeClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock()
+    }
+}
+
+impl FakeClock {
+    fn advance(&self, secs: f64) {
+        *self.0.lock() += Duration::from_secs_f64(secs);
+    }
+}
+
+/// 1_800_000_001 s: MSN floor(t / 2) = 900_000_000 at the anchor.
+fn start_time() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_001)
+}
+
+fn init_of(data: &[u8]) -> (Arc<InitSegment>, Sample) {
+    let mut r = Fmp4Reader::default();
+    r.push(data);
+    let mut init = None;
+    let mut sample = None;
+    while let Ok(Some(e)) = r.next_event() {
+        match e {
+            Fmp4Event::Init(i) => init = Some(i),
+            Fmp4Event::Fragment(f) if sample.is_none() => {
+                sample = Some(f.tracks[0].samples[0].clone())
+            }
+            Fmp4Event::Fragment(_) => {}
+        }
+    }
+    (init.expect("init"), sample.expect("a sample"))
+}
+
+struct Harness {
+    driver: StreamDriver,
+    stream: Arc<Stream>,
+    clock: Arc<FakeClock>,
+    video: (Arc<InitSegment>, Sample),
+    audio: (Arc<InitSegment>, Sample),
+    run: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let specs = vec![
+            RenditionSpec {
+                name: "v".into(),
+                kind: RenditionKind::Video {
+                    size: Some((64, 64)),
+                },
+                bitrate: Some(Bitrate(500_000)),
+                output_fd: 3,
+            },
+            RenditionSpec {
+                name: "a".into(),
+                kind: RenditionKind::Audio {
+                    sample_rate: 48_000,
+                    channels: 2,
+                },
+                bitrate: Some(Bitrate(64_000)),
+                output_fd: 4,
+            },
+        ];
+        let stream = Stream::new("s", "testsrc", LlhlsParams::default(), 30, &specs);
+        let clock = Arc::new(FakeClock(Mutex::new(start_time())));
+        let metrics =
+            OriginMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let driver = StreamDriver::new(stream.clone(), clock.clone(), metrics, false);
+        Self {
+            driver,
+            stream,
+            clock,
+            video: init_of(VIDEO),
+            audio: init_of(AUDIO),
+            run: 0,
+        }
+    }
+
+    fn start_run(&mut self) {
+        self.run += 1;
+        let run = self.run;
+        self.driver.handle(SupervisorEvent::Started { run });
+        self.driver.handle(SupervisorEvent::Init {
+            run,
+            rendition: 0,
+            init: self.video.0.clone(),
+        });
+        self.driver.handle(SupervisorEvent::Init {
+            run,
+            rendition: 1,
+            init: self.audio.0.clone(),
+        });
+    }
+
+    /// Feeds `secs` seconds of 30 fps video (keyframe every 2 s) and AAC audio from media time
+    /// 10 s (the transcoder's offset), advancing the clock in step.
+    fn feed(&mut self, secs: f64) {
+        let run = self.run;
+        let video_ts = self.video.0.tracks[0].timescale as u64;
+        let frames = (secs * 30.0).round() as u64;
+        let mut audio_t = 10 * 48_000 - 1024;
+        for i in 0..frames {
+            let t = 10 * video_ts + i * video_ts / 30;
+            let mut s = self.video.1.clone();
+            s.decode_time = t;
+            s.duration = (video_ts / 30) as u32;
+            s.flags = if i % 60 == 0 {
+                corral_transcoder::fmp4::SYNC_SAMPLE_FLAGS
+            } else {
+                corral_transcoder::fmp4::NON_SYNC_SAMPLE_FLAGS
+            };
+            self.clock.advance(1.0 / 30.0);
+            self.driver.handle(SupervisorEvent::Fragment {
+                run,
+                rendition: 0,
+                fragment: frag(self.video.0.tracks[0].track_id, s),
+            });
+            let video_end = (i + 1) as f64 / 30.0;
+            while ((audio_t + 1024) as f64 / 48_000.0) - 10.0 <= video_end {
+                let mut a = self.audio.1.clone();
+                a.decode_time = audio_t;
+                a.duration = 1024;
+                self.driver.handle(SupervisorEvent::Fragment {
+                    run,
+                    rendition: 1,
+                    fragment: frag(self.audio.0.tracks[0].track_id, a),
+                });
+                audio_t += 1024;
+            }
+        }
+    }
+
+    fn end_run(&mut self, outcome: RunOutcome) {
+        let run = self.run;
+        self.driver.handle(SupervisorEvent::Ended { run, outcome });
+    }
+
+    fn playlist(&self, index: usize) -> String {
+        String::from_utf8(self.stream.media_playlist(index, Form::Full).body.to_vec())
+            .expect("utf-8")
+    }
+}
+
+fn frag(track_id: u32, sample: Sample) -> Fragment {
+    Fragment {
+        sequence: 1,
+        tracks: vec![TrackRun {
+            track_id,
+            decode_time: sample.decode_time,
+            samples: vec![sample],
+        }],
+    }
+}
+
+#[test]
+fn msns_come_from_the_wall_clock_and_match_across_renditions() {
+    let mut h = Harness::new();
+    h.start_run();
+    h.feed(4.0);
+    for index in 0..2 {
+        h.stream.renditions()[index].with_log(|log| {
+            let complete: Vec<u64> = log
+                .segments()
+                .filter(|s| s.complete)
+                .map(|s| s.msn)
+                .collect();
+            assert_eq!(complete, [900_000_000, 900_000_001], "rendition {index}");
+        });
+    }
+    assert_eq!(h.stream.status().state, Lifecycle::Live);
+    let text = h.playlist(0);
+    assert!(
+        text.contains("#EXT-X-MAP:URI=\"init-900000000.mp4\""),
+        "{text}"
+    );
+    assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"../a/index.m3u8\""));
+    assert!(
+        text.contains("#EXT-X-PROGRAM-DATE-TIME:2027-01-15T08:00:01.000Z"),
+        "{text}"
+    );
+    let master = String::from_utf8(
+        h.stream
+            .master_playlist()
+            .expect("both inits known")
+            .to_vec(),
+    )
+    .expect("utf-8");
+    assert!(master.contains("RESOLUTION=64x64"), "{master}");
+    assert!(master.contains("mp4a.40.2"));
+}
+
+#[test]
+fn a_transcoder_restart_brings_a_discontinuity_gaps_and_a_new_init() {
+    let mut h = Harness::new();
+    h.start_run();
+    h.feed(4.0);
+    h.end_run(RunOutcome::Failed {
+        reason: "killed".into(),
+        restart_in: Duration::from_millis(500),
+    });
+    assert_eq!(h.stream.status().state, Lifecycle::Restarting);
+    assert_eq!(h.stream.status().restarts, 1);
+    h.clock.advance(4.5);
+    h.start_run();
+    h.feed(2.0);
+    h.stream.renditions()[0].with_log(|log| {
+        let segments: Vec<(u64, bool, bool)> = log
+            .segments()
+            .map(|s| (s.msn, s.gap, s.discontinuity))
+            .collect();
+        // 4 s of media, a 4.5 s outage, then the new run anchored at floor(t / 2).
+        assert_eq!(
+            segments,
+            [
+                (900_000_000, false, false),
+                (900_000_001, false, false),
+                (900_000_002, true, false),
+                (900_000_003, true, false),
+                (900_000_004, false, true),
+            ]
+        );
+    });
+    let text = h.playlist(0);
+    assert!(
+        text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-900000004.mp4\""),
+        "{text}"
+    );
+    assert_eq!(h.stream.status().state, Lifecycle::Live);
+}
+
+#[test]
+fn msns_never_repeat_even_when_a_restart_is_immediate() {
+    let mut h = Harness::new();
+    h.start_run();
+    h.feed(3.0);
+    h.end_run(RunOutcome::Failed {
+        reason: "killed".into(),
+        restart_in: Duration::ZERO,
+    });
+    h.start_run();
+    h.feed(2.0);
+    h.stream.renditions()[1].with_log(|log| {
+        let msns: Vec<u64> = log.segments().map(|s| s.msn).collect();
+        let mut sorted = msns.clone();
+        sorted.dedup();
+        assert_eq!(msns, sorted, "strictly increasing");
+        assert!(log.segments().any(|s| s.discontinuity));
+    });
+}
+
+#[test]
+fn a_finished_source_ends_every_playlist() {
+    let mut h = Harness::new();
+    h.start_run();
+    h.feed(3.0);
+    h.end_run(RunOutcome::Finished);
+    assert_eq!(h.stream.status().state, Lifecycle::Ended);
+    for index in 0..2 {
+        let text = h.playlist(index);
+        assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+        assert!(!text.contains("PRELOAD-HINT"));
+    }
+}
+
+#[test]
+fn events_of_an_old_run_are_ignored() {
+    let mut h = Harness::new();
+    h.start_run();
+    h.feed(1.0);
+    let stale = Fragment {
+        sequence: 9,
+        tracks: vec![TrackRun {
+            track_id: 1,
+            decode_time: 0,
+            samples: vec![Sample {
+                decode_time: 0,
+                duration: 512,
+                flags: 0,
+                composition_offset: 0,
+                data: Bytes::new(),
+            }],
+        }],
+    };
+    let before = h.stream.renditions()[0].with_log(|l| l.version());
+    h.driver.handle(SupervisorEvent::Fragment {
+        run: 0,
+        rendition: 0,
+        fragment: stale,
+    });
+    assert_eq!(h.stream.renditions()[0].with_log(|l| l.version()), before);
+}

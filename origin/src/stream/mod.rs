@@ -1,0 +1,404 @@
+//! A live stream at the origin: its renditions' publication logs, its lifecycle, and the
+//! waiting and rendering that HTTP requests need.
+//!
+//! [`driver::StreamDriver`] is the only writer: it turns the transcoder's events into parts and
+//! segments. HTTP handlers only read: they render playlists (memoized per log version) and wait
+//! for publications through a `watch` channel per rendition, so a held request wakes on the
+//! publication event itself, never on a timer.
+
+pub mod driver;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use corral_transcoder::command::{RenditionKind, RenditionSpec};
+use corral_transcoder::fmp4::{MediaKind, TrackInfo};
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::packager::blocking::{BlockingLimits, Verdict};
+use crate::packager::log::MediaLog;
+use crate::packager::params::LlhlsParams;
+use crate::packager::playlist::{
+    AudioVariant, Form, RenditionReport, VideoVariant, media_playlist, multivariant_playlist,
+};
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// The transcoder is starting; nothing published yet.
+    Starting,
+    /// Parts are being published.
+    Live,
+    /// The transcoder died and is being restarted; the playlist resumes after a discontinuity.
+    Restarting,
+    /// The source ended; playlists carry `EXT-X-ENDLIST`.
+    Ended,
+}
+
+/// A stream's state, as `/api/streams` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamStatus {
+    /// Lifecycle state.
+    pub state: Lifecycle,
+    /// When the state was entered.
+    #[serde(serialize_with = "rfc3339")]
+    pub since: SystemTime,
+    /// Transcoder restarts so far.
+    pub restarts: u64,
+    /// Why the transcoder last failed.
+    pub last_error: Option<String>,
+    /// The transcoder's last reported speed.
+    pub transcoder_speed: Option<f64>,
+    /// The transcoder's last reported frames per second.
+    pub transcoder_fps: Option<f64>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
+}
+
+/// The last publication on a rendition: its log version and when it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publication {
+    /// The log's version after the change.
+    pub version: u64,
+    /// When the change was made.
+    pub at: Instant,
+}
+
+/// A rendered media playlist, shared by every request for the same log version.
+#[derive(Debug)]
+pub struct RenderedPlaylist {
+    /// The log version it was rendered from.
+    pub version: u64,
+    /// Full or delta.
+    pub form: Form,
+    /// The text.
+    pub body: Bytes,
+    gzip: OnceLock<Bytes>,
+}
+
+impl RenderedPlaylist {
+    /// The text, gzip-compressed once and then shared.
+    pub fn gzipped(&self) -> &Bytes {
+        self.gzip.get_or_init(|| gzip(&self.body))
+    }
+}
+
+/// Compresses `data` with gzip at a fast level (playlists are small and change often).
+pub fn gzip(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 3),
+        flate2::Compression::fast(),
+    );
+    encoder
+        .write_all(data)
+        .expect("writing to a Vec cannot fail");
+    Bytes::from(encoder.finish().expect("writing to a Vec cannot fail"))
+}
+
+/// One rendition of a stream.
+pub struct Rendition {
+    name: String,
+    spec: RenditionSpec,
+    log: RwLock<MediaLog>,
+    track: RwLock<Option<TrackInfo>>,
+    changes: watch::Sender<Publication>,
+    cache: Mutex<Vec<Arc<RenderedPlaylist>>>,
+}
+
+impl Rendition {
+    /// The rendition's name in URLs.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the transcoder was asked to produce.
+    pub fn spec(&self) -> &RenditionSpec {
+        &self.spec
+    }
+
+    /// Reads the publication log.
+    pub fn with_log<T>(&self, f: impl FnOnce(&MediaLog) -> T) -> T {
+        f(&self.log.read())
+    }
+
+    /// The track as the init segment describes it, once known.
+    pub fn track(&self) -> Option<TrackInfo> {
+        self.track.read().clone()
+    }
+
+    /// Whether this is the audio rendition.
+    pub fn is_audio(&self) -> bool {
+        matches!(self.spec.kind, RenditionKind::Audio { .. })
+    }
+
+    fn publish(&self, change: impl FnOnce(&mut MediaLog)) {
+        let version = {
+            let mut log = self.log.write();
+            change(&mut log);
+            log.version()
+        };
+        self.changes.send_replace(Publication {
+            version,
+            at: Instant::now(),
+        });
+    }
+}
+
+/// The outcome of waiting for a rendition's log to satisfy a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    /// The last verdict; [`Verdict::Wait`] means the deadline passed.
+    pub verdict: Verdict,
+    /// When the request had to wait: the publication that ended the wait.
+    pub woken_by: Option<Instant>,
+}
+
+/// A live stream. See the module documentation.
+pub struct Stream {
+    name: String,
+    source: String,
+    params: LlhlsParams,
+    limits: BlockingLimits,
+    fps: u32,
+    renditions: Vec<Rendition>,
+    status: Mutex<StreamStatus>,
+    master: Mutex<Option<Bytes>>,
+    /// Bumped whenever a rendition's track becomes known or changes.
+    tracks: watch::Sender<u64>,
+}
+
+impl Stream {
+    /// A stream named `name` whose renditions are `specs`.
+    pub fn new(
+        name: &str,
+        source: &str,
+        params: LlhlsParams,
+        fps: u32,
+        specs: &[RenditionSpec],
+    ) -> Arc<Stream> {
+        let limits = BlockingLimits {
+            advance_parts: params.advance_part_limit(),
+            parts_per_segment: params.parts_per_segment(),
+        };
+        let renditions = specs
+            .iter()
+            .map(|spec| Rendition {
+                name: spec.name.clone(),
+                spec: spec.clone(),
+                log: RwLock::new(MediaLog::new(
+                    params.segment_duration,
+                    params.playlist_segments,
+                    params.retained_segments,
+                )),
+                track: RwLock::new(None),
+                changes: watch::channel(Publication {
+                    version: 0,
+                    at: Instant::now(),
+                })
+                .0,
+                cache: Mutex::new(Vec::new()),
+            })
+            .collect();
+        Arc::new(Stream {
+            name: name.to_string(),
+            source: source.to_string(),
+            params,
+            limits,
+            fps,
+            renditions,
+            status: Mutex::new(StreamStatus {
+                state: Lifecycle::Starting,
+                since: SystemTime::now(),
+                restarts: 0,
+                last_error: None,
+                transcoder_speed: None,
+                transcoder_fps: None,
+            }),
+            master: Mutex::new(None),
+            tracks: watch::channel(0).0,
+        })
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What feeds the stream, e.g. `testsrc`.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// LL-HLS timing.
+    pub fn params(&self) -> &LlhlsParams {
+        &self.params
+    }
+
+    /// Limits for blocking requests.
+    pub fn limits(&self) -> BlockingLimits {
+        self.limits
+    }
+
+    /// The renditions, in ladder order with audio last.
+    pub fn renditions(&self) -> &[Rendition] {
+        &self.renditions
+    }
+
+    /// The rendition named `name`, with its index.
+    pub fn rendition(&self, name: &str) -> Option<(usize, &Rendition)> {
+        self.renditions
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.name == name)
+    }
+
+    /// The current status.
+    pub fn status(&self) -> StreamStatus {
+        self.status.lock().clone()
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut StreamStatus)) {
+        f(&mut self.status.lock());
+    }
+
+    /// The multivariant playlist, once every rendition's init segment is known.
+    pub fn master_playlist(&self) -> Option<Bytes> {
+        if let Some(cached) = self.master.lock().clone() {
+            return Some(cached);
+        }
+        let mut video = Vec::new();
+        let mut audio = None;
+        for r in &self.renditions {
+            let track = r.track()?;
+            let bitrate = r.spec.bitrate.map_or(0, |b| b.0);
+            match (&r.spec.kind, &track.media) {
+                (RenditionKind::Audio { channels, .. }, _) => {
+                    audio = Some(AudioVariant {
+                        name: r.name.clone(),
+                        codec: track.codec.clone(),
+                        channels: *channels,
+                        bitrate,
+                    });
+                }
+                (RenditionKind::Video { .. }, media) => {
+                    let resolution = match media {
+                        MediaKind::Video { width, height } => Some((*width, *height)),
+                        _ => None,
+                    };
+                    video.push(VideoVariant {
+                        name: r.name.clone(),
+                        codec: track.codec.clone(),
+                        resolution,
+                        frame_rate: Some(f64::from(self.fps)),
+                        bitrate,
+                    });
+                }
+            }
+        }
+        let body = Bytes::from(multivariant_playlist(&video, audio.as_ref()));
+        *self.master.lock() = Some(body.clone());
+        Some(body)
+    }
+
+    fn set_track(&self, index: usize, track: TrackInfo) {
+        let r = &self.renditions[index];
+        let changed = r.track.read().as_ref() != Some(&track);
+        if changed {
+            *r.track.write() = Some(track);
+            *self.master.lock() = None;
+            self.tracks.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Waits for the multivariant playlist until `deadline`.
+    pub async fn wait_master(&self, deadline: tokio::time::Instant) -> Option<Bytes> {
+        let mut changes = self.tracks.subscribe();
+        loop {
+            if let Some(master) = self.master_playlist() {
+                return Some(master);
+            }
+            tokio::select! {
+                changed = changes.changed() => changed.ok()?,
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
+    }
+
+    /// Renders (or reuses) rendition `index`'s media playlist for its current version.
+    pub fn media_playlist(&self, index: usize, form: Form) -> Arc<RenderedPlaylist> {
+        let r = &self.renditions[index];
+        let version = r.log.read().version();
+        if let Some(hit) = r
+            .cache
+            .lock()
+            .iter()
+            .find(|c| c.version == version && c.form == form)
+        {
+            return hit.clone();
+        }
+        // Reports first, one lock at a time: never hold two logs' locks together.
+        let reports: Vec<RenditionReport> = self
+            .renditions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .filter_map(|(_, other)| RenditionReport::of(&other.name, &other.log.read()))
+            .collect();
+        let (version, text) = {
+            let log = r.log.read();
+            (
+                log.version(),
+                media_playlist(&log, &self.params, &reports, form),
+            )
+        };
+        let rendered = Arc::new(RenderedPlaylist {
+            version,
+            form,
+            body: Bytes::from(text),
+            gzip: OnceLock::new(),
+        });
+        let mut cache = r.cache.lock();
+        cache.retain(|c| c.version == version && c.form != form);
+        cache.push(rendered.clone());
+        rendered
+    }
+
+    /// Waits until `check` on rendition `index`'s log says something other than
+    /// [`Verdict::Wait`], or `deadline` passes.
+    pub async fn wait_until(
+        &self,
+        index: usize,
+        deadline: tokio::time::Instant,
+        mut check: impl FnMut(&MediaLog) -> Verdict,
+    ) -> Waited {
+        let r = &self.renditions[index];
+        // Subscribe before the first check so no publication can slip between them.
+        let mut changes = r.changes.subscribe();
+        let mut waited = false;
+        loop {
+            let verdict = check(&r.log.read());
+            if verdict != Verdict::Wait {
+                let woken_by = waited.then(|| changes.borrow().at);
+                return Waited { verdict, woken_by };
+            }
+            waited = true;
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Waited { verdict: Verdict::Wait, woken_by: None };
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Waited { verdict: Verdict::Wait, woken_by: None };
+                }
+            }
+        }
+    }
+}
