@@ -19,7 +19,7 @@ use crate::config::{OriginConfig, SourceKind, StreamConfig};
 use crate::http::server::{HttpState, serve};
 use crate::metrics::OriginMetrics;
 use crate::stream::Stream;
-use crate::stream::driver::StreamDriver;
+use crate::stream::driver::{Anchor, StreamDriver};
 
 /// How long held requests get to receive their final playlists after the streams end.
 const END_GRACE: Duration = Duration::from_millis(500);
@@ -81,6 +81,10 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
         let job = job(&config, stream_config);
         let passthrough =
             job.config.encoder == Encoder::Copy && matches!(job.source, Source::Pipe(_));
+        let anchor = match job.source {
+            Source::TestPattern(_) => Anchor::RunStart,
+            Source::Pipe(_) => Anchor::FirstFragment,
+        };
         let (tx, rx) = mpsc::channel(1024);
         let supervisor = Supervisor::new(job, transcoder_metrics.clone(), tx, stop.clone());
         let stream = Stream::new(
@@ -95,6 +99,7 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
             Arc::new(SystemClock),
             metrics.clone(),
             passthrough,
+            anchor,
         );
         drivers.push(tokio::spawn(driver.run(rx)));
         supervisors.push(tokio::spawn(supervisor.run()));

@@ -4,7 +4,7 @@
 //!
 //! Each run of the transcoder is an *epoch*. When its first fragment arrives the driver anchors
 //! the run's media timeline to the wall clock (`anchor` = the wall time of media time
-//! [`MEDIA_TIME_OFFSET_SECS`]) and picks its first media sequence number,
+//! [`MEDIA_TIME_OFFSET_SECS`], see [`Anchor`]) and picks its first media sequence number,
 //! `floor(anchor / segment_duration)`, never below the last one published plus one. Segment `k`
 //! of the run is then MSN `base + k` in every rendition, with a program date-time of
 //! `anchor + k × segment_duration`. The log turns any hole left by a restart into gaps and puts
@@ -46,13 +46,26 @@ struct Track {
     reported: SegmenterStats,
 }
 
+/// How a run's media timeline is tied to the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// The source is paced by ffmpeg's own clock from the moment it starts (the test pattern):
+    /// media time 0 is when the run started, so program date-times and the publish lag measure
+    /// from when each frame was generated.
+    RunStart,
+    /// The source arrives from outside: media time 0 is when its first fragment arrived.
+    FirstFragment,
+}
+
 /// Turns supervisor events into publications; see the module documentation.
 pub struct StreamDriver {
     stream: Arc<Stream>,
     clock: Arc<dyn Clock>,
     metrics: OriginMetrics,
     policy: BoundaryPolicy,
+    anchor: Anchor,
     run: u64,
+    run_started: Option<SystemTime>,
     epoch: Option<Epoch>,
     tracks: Vec<Option<Track>>,
 }
@@ -64,6 +77,7 @@ impl StreamDriver {
         clock: Arc<dyn Clock>,
         metrics: OriginMetrics,
         passthrough: bool,
+        anchor: Anchor,
     ) -> Self {
         let n = stream.renditions().len();
         Self {
@@ -75,7 +89,9 @@ impl StreamDriver {
             } else {
                 BoundaryPolicy::Grid
             },
+            anchor,
             run: 0,
+            run_started: None,
             epoch: None,
             tracks: (0..n).map(|_| None).collect(),
         }
@@ -93,6 +109,7 @@ impl StreamDriver {
         match event {
             SupervisorEvent::Started { run } => {
                 self.run = run;
+                self.run_started = Some(self.clock.now());
                 self.epoch = None;
                 self.tracks.iter_mut().for_each(|t| *t = None);
             }
@@ -194,17 +211,19 @@ impl StreamDriver {
                 Some(t) => t.segmenter.push(sample),
                 None => return,
             };
-            for output in outputs {
-                self.publish(index, output);
-            }
+            self.publish(index, outputs);
         }
         self.report_repairs(index);
     }
 
-    /// Anchors a new epoch so that `media_secs` past the grid origin is now.
+    /// Anchors a new epoch: media time 0 is the run's start, or now minus `media_secs` (the
+    /// media already received).
     fn open_epoch(&mut self, media_secs: f64) {
         let now = self.clock.now();
-        let anchor = shift(now, -media_secs);
+        let anchor = match (self.anchor, self.run_started) {
+            (Anchor::RunStart, Some(started)) => started,
+            _ => shift(now, -media_secs),
+        };
         let d = self.stream.params().segment_duration;
         let from_clock = (anchor
             .duration_since(UNIX_EPOCH)
@@ -227,56 +246,74 @@ impl StreamDriver {
         }
     }
 
-    fn publish(&mut self, index: usize, output: SegmenterOutput) {
+    /// Publishes what one sample completed, as one change of the log: a segment's last part and
+    /// the segment's end become visible together, so no reader sees a hint for a part that
+    /// will never exist.
+    fn publish(&mut self, index: usize, outputs: Vec<SegmenterOutput>) {
+        if outputs.is_empty() {
+            return;
+        }
         let (Some(epoch), Some(track)) = (self.epoch, self.tracks[index].as_ref()) else {
             return;
         };
         let rendition = &self.stream.renditions()[index];
         let labels = [self.stream.name(), rendition.name()];
         let ts = f64::from(track.timescale);
-        match output {
-            SegmenterOutput::Part(part) => {
-                let msn = epoch.base_msn + part.segment;
-                let start = (part.start as f64 - track.grid_origin as f64) / ts;
-                // The date of a segment's first part dates the segment; later parts' are unused.
-                let pdt = shift(epoch.anchor, start);
-                let entry = PartEntry {
-                    duration: part.duration as f64 / ts,
-                    independent: part.independent,
-                    bytes: part.bytes,
-                };
-                let mut result = Ok(());
-                rendition.publish(|log| result = log.publish_part(msn, pdt, entry));
-                match result {
-                    Ok(()) => {
-                        self.metrics
-                            .parts_published
-                            .with_label_values(&labels)
-                            .inc();
-                        let due = shift(epoch.anchor, start + part.duration as f64 / ts);
-                        let lag = self.clock.now().duration_since(due).unwrap_or_default();
-                        self.metrics
-                            .publish_lag
-                            .with_label_values(&[self.stream.name()])
-                            .observe(lag.as_secs_f64());
-                        self.go_live();
+        let grid_origin = track.grid_origin as f64;
+        let mut published = Vec::new();
+        let mut segments = 0;
+        let mut refused = Vec::new();
+        rendition.publish(|log| {
+            for output in outputs {
+                match output {
+                    SegmenterOutput::Part(part) => {
+                        let msn = epoch.base_msn + part.segment;
+                        let start = (part.start as f64 - grid_origin) / ts;
+                        let duration = part.duration as f64 / ts;
+                        // A segment's first part dates the segment; later parts' dates are unused.
+                        let pdt = shift(epoch.anchor, start);
+                        let entry = PartEntry {
+                            duration,
+                            independent: part.independent,
+                            bytes: part.bytes,
+                        };
+                        match log.publish_part(msn, pdt, entry) {
+                            Ok(()) => published.push(shift(epoch.anchor, start + duration)),
+                            Err(e) => refused.push((msn, e)),
+                        }
                     }
-                    Err(e) => {
-                        self.metrics
-                            .packager_repairs
-                            .with_label_values(&[labels[0], labels[1], "refused_part"])
-                            .inc();
-                        tracing::warn!(stream = %labels[0], rendition = %labels[1], msn, error = %e, "part not published");
+                    SegmenterOutput::SegmentEnd { segment } => {
+                        log.complete_segment(epoch.base_msn + segment);
+                        segments += 1;
                     }
                 }
             }
-            SegmenterOutput::SegmentEnd { segment } => {
-                rendition.publish(|log| log.complete_segment(epoch.base_msn + segment));
-                self.metrics
-                    .segments_published
-                    .with_label_values(&labels)
-                    .inc();
-            }
+        });
+        let now = self.clock.now();
+        for due in &published {
+            let lag = now.duration_since(*due).unwrap_or_default();
+            self.metrics
+                .publish_lag
+                .with_label_values(&[labels[0]])
+                .observe(lag.as_secs_f64());
+        }
+        self.metrics
+            .parts_published
+            .with_label_values(&labels)
+            .inc_by(published.len() as u64);
+        self.metrics
+            .segments_published
+            .with_label_values(&labels)
+            .inc_by(segments);
+        for (msn, e) in refused {
+            self.metrics
+                .packager_repairs
+                .with_label_values(&[labels[0], labels[1], "refused_part"])
+                .inc();
+            tracing::warn!(stream = %labels[0], rendition = %labels[1], msn, error = %e, "part not published");
+        }
+        if !published.is_empty() {
+            self.go_live();
         }
     }
 
@@ -335,9 +372,7 @@ impl StreamDriver {
                 Some(t) => t.segmenter.finish(),
                 None => continue,
             };
-            for output in outputs {
-                self.publish(index, output);
-            }
+            self.publish(index, outputs);
         }
         self.epoch = None;
         let now = self.clock.now();

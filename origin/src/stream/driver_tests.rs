@@ -87,7 +87,13 @@ impl Harness {
         let clock = Arc::new(FakeClock(Mutex::new(start_time())));
         let metrics =
             OriginMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let driver = StreamDriver::new(stream.clone(), clock.clone(), metrics, false);
+        let driver = StreamDriver::new(
+            stream.clone(),
+            clock.clone(),
+            metrics,
+            false,
+            Anchor::FirstFragment,
+        );
         Self {
             driver,
             stream,

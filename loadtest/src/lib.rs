@@ -1,0 +1,20 @@
+//! Load and latency tests of a Corral origin or edge.
+//!
+//! [`viewer`] is an LL-HLS client that behaves like a low-latency player (blocking reloads,
+//! preload-hinted parts) and measures what its viewer would feel; [`report`] turns the
+//! measurements of many viewers into quantiles; [`playlist`] reads media playlists with an
+//! independent parser (`quick-m3u8`), so the origin's writer is never checked against itself.
+
+pub mod client;
+pub mod config;
+pub mod playlist;
+pub mod report;
+pub mod viewer;
+
+/// Decompresses a gzip body.
+pub fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data).read_to_end(&mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,101 @@
+//! `loadtest`: LL-HLS viewers against an origin or edge, reporting latency quantiles as JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use corral_loadtest::config::LoadtestConfig;
+use corral_loadtest::report::Recorder;
+use corral_loadtest::viewer::{ViewerPlan, watch};
+use parking_lot::Mutex;
+
+/// Runs LL-HLS viewers (blocking reloads plus preload-hinted parts) against a media playlist
+/// and prints latency quantiles as JSON.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version)]
+struct Args {
+    /// The YAML config file (see conf/loadtest.yaml); flags override it.
+    #[arg(long, value_name = "YAML")]
+    config: Option<PathBuf>,
+    /// Media playlist URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// Concurrent viewers.
+    #[arg(long)]
+    viewers: Option<usize>,
+    /// Seconds to watch.
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config: LoadtestConfig = match &args.config {
+        Some(p) => match yaml_config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("loadtest: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => LoadtestConfig::default(),
+    };
+    if let Some(u) = args.url {
+        config.url = u;
+    }
+    if let Some(v) = args.viewers {
+        config.viewers = v;
+    }
+    if let Some(d) = args.duration {
+        config.duration = d;
+    }
+    if let Err(e) = yaml_config::Validate::validate(&config) {
+        eprintln!(
+            "loadtest: {}: expected {}, got {}",
+            e.key, e.expected, e.got
+        );
+        return ExitCode::from(2);
+    }
+    corral_telemetry::init_logging(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadtest: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let plan = ViewerPlan {
+            url: config.url.parse()?,
+            duration: Duration::from_secs_f64(config.duration),
+            fetch_parts: config.fetch_parts,
+            request_timeout: Duration::from_secs_f64(config.request_timeout),
+        };
+        let recorder = Arc::new(Mutex::new(Recorder::default()));
+        let viewers: Vec<_> = (0..config.viewers)
+            .map(|_| tokio::spawn(watch(plan.clone(), recorder.clone())))
+            .collect();
+        for v in viewers {
+            if let Err(e) = v.await? {
+                recorder.lock().error(&e.to_string());
+            }
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&recorder.lock().report())?
+        );
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! A client's view of an LL-HLS media playlist, parsed with `quick-m3u8` (an independent
+//! parser: nothing here is shared with the origin's writer).
+
+use std::time::{Duration, SystemTime};
+
+use quick_m3u8::config::ParsingOptionsBuilder;
+use quick_m3u8::tag::{KnownTag, hls};
+use quick_m3u8::{HlsLine, Reader};
+
+/// One part as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// The part's URI, relative to the playlist.
+    pub uri: String,
+    /// `DURATION` in seconds.
+    pub duration: f64,
+    /// `INDEPENDENT=YES`.
+    pub independent: bool,
+}
+
+/// One segment (complete, or the trailing one that only has parts so far).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Media sequence number.
+    pub msn: u64,
+    /// `EXT-X-PROGRAM-DATE-TIME`, if given.
+    pub program_date_time: Option<SystemTime>,
+    /// `EXTINF` duration; `None` for the trailing segment still in progress.
+    pub duration: Option<f64>,
+    /// The segment URI, once complete.
+    pub uri: Option<String>,
+    /// Listed parts.
+    pub parts: Vec<Part>,
+    /// `EXT-X-GAP`.
+    pub gap: bool,
+    /// Preceded by `EXT-X-DISCONTINUITY`.
+    pub discontinuity: bool,
+    /// The `EXT-X-MAP` URI in effect.
+    pub map: Option<String>,
+}
+
+/// A parsed media playlist.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MediaPlaylist {
+    /// `EXT-X-VERSION`.
+    pub version: Option<u64>,
+    /// `EXT-X-TARGETDURATION`.
+    pub target_duration: u64,
+    /// `EXT-X-PART-INF:PART-TARGET`.
+    pub part_target: Option<f64>,
+    /// `CAN-BLOCK-RELOAD=YES`.
+    pub can_block_reload: bool,
+    /// `PART-HOLD-BACK`.
+    pub part_hold_back: Option<f64>,
+    /// `CAN-SKIP-UNTIL`.
+    pub can_skip_until: Option<f64>,
+    /// `EXT-X-MEDIA-SEQUENCE`.
+    pub media_sequence: u64,
+    /// `EXT-X-DISCONTINUITY-SEQUENCE`.
+    pub discontinuity_sequence: u64,
+    /// `EXT-X-SKIP:SKIPPED-SEGMENTS`.
+    pub skipped_segments: u64,
+    /// Segments in order, the trailing incomplete one included.
+    pub segments: Vec<Segment>,
+    /// `EXT-X-PRELOAD-HINT` of type PART.
+    pub preload_hint: Option<String>,
+    /// `EXT-X-RENDITION-REPORT` URIs with LAST-MSN and LAST-PART.
+    pub rendition_reports: Vec<(String, u64, Option<u64>)>,
+    /// `EXT-X-ENDLIST`.
+    pub ended: bool,
+}
+
+/// Why a playlist could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("playlist line {line}: {reason}")]
+pub struct PlaylistError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What was wrong.
+    pub reason: String,
+}
+
+fn to_system_time(dt: quick_m3u8::date::DateTime) -> Option<SystemTime> {
+    let text = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:06.3}Z",
+        dt.date_fullyear, dt.date_month, dt.date_mday, dt.time_hour, dt.time_minute, dt.time_second
+    );
+    let utc = humantime::parse_rfc3339(&text).ok()?;
+    let hours = i64::from(dt.timezone_offset.time_hour);
+    let minutes = i64::from(dt.timezone_offset.time_minute) * if hours < 0 { -1 } else { 1 };
+    let offset = hours * 3600 + minutes * 60;
+    Some(if offset >= 0 {
+        utc - Duration::from_secs(offset as u64)
+    } else {
+        utc + Duration::from_secs((-offset) as u64)
+    })
+}
+
+impl MediaPlaylist {
+    /// Parses playlist text. Tags the parser does not know are an error: a player would not
+    /// understand them either.
+    pub fn parse(text: &str) -> Result<MediaPlaylist, PlaylistError> {
+        let mut reader = Reader::from_str(
+            text,
+            ParsingOptionsBuilder::new()
+                .with_parsing_for_all_tags()
+                .build(),
+        );
+        let mut p = MediaPlaylist::default();
+        let mut pending = Segment {
+            msn: 0,
+            program_date_time: None,
+            duration: None,
+            uri: None,
+            parts: Vec::new(),
+            gap: false,
+            discontinuity: false,
+            map: None,
+        };
+        let mut map: Option<String> = None;
+        let mut line = 0;
+        loop {
+            line += 1;
+            let item = reader.read_line().map_err(|e| PlaylistError {
+                line,
+                reason: format!("{e:?}"),
+            })?;
+            let Some(item) = item else { break };
+            match item {
+                HlsLine::KnownTag(KnownTag::Hls(tag)) => match tag {
+                    hls::Tag::Version(v) => p.version = Some(v.version()),
+                    hls::Tag::Targetduration(t) => p.target_duration = t.target_duration(),
+                    hls::Tag::PartInf(t) => p.part_target = Some(t.part_target()),
+                    hls::Tag::ServerControl(s) => {
+                        p.can_block_reload = s.can_block_reload();
+                        p.part_hold_back = s.part_hold_back();
+                        p.can_skip_until = s.can_skip_until();
+                    }
+                    hls::Tag::MediaSequence(m) => p.media_sequence = m.media_sequence(),
+                    hls::Tag::DiscontinuitySequence(d) => {
+                        p.discontinuity_sequence = d.discontinuity_sequence()
+                    }
+                    hls::Tag::Skip(s) => p.skipped_segments = s.skipped_segments(),
+                    hls::Tag::Map(m) => map = Some(m.uri().to_string()),
+                    hls::Tag::ProgramDateTime(d) => {
+                        pending.program_date_time = to_system_time(d.program_date_time())
+                    }
+                    hls::Tag::Discontinuity(_) => pending.discontinuity = true,
+                    hls::Tag::Gap(_) => pending.gap = true,
+                    hls::Tag::Part(part) => pending.parts.push(Part {
+                        uri: part.uri().to_string(),
+                        duration: part.duration(),
+                        independent: part.independent(),
+                    }),
+                    hls::Tag::Inf(inf) => pending.duration = Some(inf.duration()),
+                    hls::Tag::PreloadHint(h) => {
+                        if format!("{:?}", h.hint_type()).contains("Part") {
+                            p.preload_hint = Some(h.uri().to_string());
+                        }
+                    }
+                    hls::Tag::RenditionReport(r) => {
+                        p.rendition_reports.push((
+                            r.uri().to_string(),
+                            r.last_msn(),
+                            r.last_part(),
+                        ));
+                    }
+                    hls::Tag::Endlist(_) => p.ended = true,
+                    _ => {}
+                },
+                HlsLine::Uri(uri) => {
+                    let msn = p.media_sequence + p.skipped_segments + p.segments.len() as u64;
+                    let mut segment = std::mem::replace(
+                        &mut pending,
+                        Segment {
+                            msn: 0,
+                            program_date_time: None,
+                            duration: None,
+                            uri: None,
+                            parts: Vec::new(),
+                            gap: false,
+                            discontinuity: false,
+                            map: None,
+                        },
+                    );
+                    segment.msn = msn;
+                    segment.uri = Some(uri.to_string());
+                    segment.map = map.clone();
+                    p.segments.push(segment);
+                }
+                HlsLine::UnknownTag(t) => {
+                    return Err(PlaylistError {
+                        line,
+                        reason: format!("unknown or incomplete tag {t:?}"),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if !pending.parts.is_empty() {
+            pending.msn = p.media_sequence + p.skipped_segments + p.segments.len() as u64;
+            pending.map = map;
+            p.segments.push(pending);
+        }
+        Ok(p)
+    }
+
+    /// The last listed part: its MSN, index and entry.
+    pub fn last_part(&self) -> Option<(u64, usize, &Part)> {
+        self.segments
+            .iter()
+            .rev()
+            .find_map(|s| s.parts.last().map(|p| (s.msn, s.parts.len() - 1, p)))
+    }
+
+    /// The last complete segment's MSN.
+    pub fn last_complete(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| s.uri.is_some())
+            .map(|s| s.msn)
+    }
+
+    /// The MSN and part index of a part URI of the form `{msn}.{part}.m4s`.
+    pub fn part_position(uri: &str) -> Option<(u64, u64)> {
+        let stem = uri.rsplit('/').next()?.strip_suffix(".m4s")?;
+        let (msn, part) = stem.split_once('.')?;
+        Some((msn.parse().ok()?, part.parse().ok()?))
+    }
+
+    /// Wall-clock time at which each listed part's media ends, by (MSN, index), from the
+    /// segments' program date-times.
+    pub fn part_end_times(&self) -> Vec<((u64, usize), SystemTime)> {
+        let mut out = Vec::new();
+        for s in &self.segments {
+            let Some(start) = s.program_date_time else {
+                continue;
+            };
+            let mut offset = 0.0;
+            for (i, part) in s.parts.iter().enumerate() {
+                offset += part.duration;
+                out.push(((s.msn, i), start + Duration::from_secs_f64(offset)));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: &str = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n\
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.0,PART-HOLD-BACK=1.001,HOLD-BACK=6.0\n\
+#EXT-X-PART-INF:PART-TARGET=0.33334\n#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n\
+#EXT-X-MAP:URI=\"init-10.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:2026-11-22T05:45:07.751Z\n\
+#EXT-X-PART:DURATION=0.33333,URI=\"10.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.33333,URI=\"10.1.m4s\"\n\
+#EXTINF:2.0,\n10.m4s\n#EXT-X-PROGRAM-DATE-TIME:2026-11-22T05:45:09.751Z\n\
+#EXT-X-PART:DURATION=0.33333,URI=\"11.0.m4s\",INDEPENDENT=YES\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"11.1.m4s\"\n\
+#EXT-X-RENDITION-REPORT:URI=\"../360p/index.m3u8\",LAST-MSN=11,LAST-PART=0\n";
+
+    #[test]
+    fn reads_an_ll_hls_playlist() {
+        let p = MediaPlaylist::parse(LIVE).expect("valid");
+        assert_eq!(p.target_duration, 2);
+        assert_eq!(p.part_target, Some(0.33334));
+        assert!(p.can_block_reload);
+        assert_eq!(p.part_hold_back, Some(1.001));
+        assert_eq!(p.segments.len(), 2);
+        assert_eq!(p.segments[0].uri.as_deref(), Some("10.m4s"));
+        assert_eq!(p.segments[1].msn, 11);
+        assert_eq!(p.segments[1].uri, None, "still in progress");
+        assert_eq!(p.last_part().map(|(m, i, _)| (m, i)), Some((11, 0)));
+        assert_eq!(p.last_complete(), Some(10));
+        assert_eq!(p.preload_hint.as_deref(), Some("11.1.m4s"));
+        assert_eq!(
+            p.rendition_reports,
+            vec![("../360p/index.m3u8".to_string(), 11, Some(0))]
+        );
+        assert_eq!(MediaPlaylist::part_position("11.1.m4s"), Some((11, 1)));
+        let ends = p.part_end_times();
+        assert_eq!(ends.len(), 3);
+        let start = humantime::parse_rfc3339("2026-11-22T05:45:07.751Z").expect("date");
+        assert_eq!(
+            ends[1].1.duration_since(start).expect("after").as_millis(),
+            666
+        );
+    }
+
+    #[test]
+    fn an_incomplete_tag_is_an_error() {
+        let err = MediaPlaylist::parse("#EXTM3U\n#EXT-X-PART:DURATION=0.3\n").expect_err("no URI");
+        assert_eq!(err.line, 2);
+    }
+}
