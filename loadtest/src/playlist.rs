@@ -153,10 +153,13 @@ impl MediaPlaylist {
                         independent: part.independent(),
                     }),
                     hls::Tag::Inf(inf) => pending.duration = Some(inf.duration()),
-                    hls::Tag::PreloadHint(h) => {
-                        if format!("{:?}", h.hint_type()).contains("Part") {
-                            p.preload_hint = Some(h.uri().to_string());
-                        }
+                    hls::Tag::PreloadHint(h)
+                        if matches!(
+                            h.hint_type(),
+                            hls::EnumeratedString::Known(hls::PreloadHintType::Part)
+                        ) =>
+                    {
+                        p.preload_hint = Some(h.uri().to_string());
                     }
                     hls::Tag::RenditionReport(r) => {
                         p.rendition_reports.push((

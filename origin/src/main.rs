@@ -13,6 +13,12 @@ struct Args {
     /// The YAML config file (see conf/origin.yaml); without it every key takes its default.
     #[arg(long, value_name = "YAML")]
     config: Option<PathBuf>,
+    /// Overrides `http.listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Overrides `metrics.listen`.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Check the config, print a summary and exit.
     #[arg(long)]
     check: bool,
@@ -31,7 +37,7 @@ fn main() -> ExitCode {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("(defaults)"));
-    let config: OriginConfig = match &args.config {
+    let mut config: OriginConfig = match &args.config {
         Some(p) => match yaml_config::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -41,6 +47,12 @@ fn main() -> ExitCode {
         },
         None => OriginConfig::default(),
     };
+    if let Some(listen) = args.listen {
+        config.http.listen = listen;
+    }
+    if let Some(listen) = args.metrics_listen {
+        config.metrics.listen = listen;
+    }
     corral_telemetry::init_logging(&config.log_level);
     if args.check {
         println!(

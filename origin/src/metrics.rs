@@ -6,7 +6,7 @@ use prometheus::{
 
 /// Buckets for latencies that are milliseconds when all is well.
 const FAST_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
 
 /// Every origin metric; cheap to clone.
@@ -55,7 +55,10 @@ impl OriginMetrics {
                     "origin_publish_lag_seconds",
                     "Seconds from the wall-clock time a part's media ends to its publication",
                 )
-                .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]),
+                .buckets(vec![
+                    0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0,
+                    5.0,
+                ]),
                 &["stream"],
             )?,
             blocked_requests: IntGaugeVec::new(

@@ -1,0 +1,79 @@
+"""Summarizes the files scripts/bench-origin.sh collected as Markdown for BENCHMARKS.md."""
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+out, runs, viewers, watch = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+
+def histogram(text, name, labels=""):
+    """Cumulative buckets [(le, count)] of a Prometheus histogram."""
+    buckets = []
+    pattern = re.compile(rf'^{name}_bucket\{{{labels}le="([^"]+)"\}} (\S+)$')
+    for line in text.splitlines():
+        m = pattern.match(line)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            buckets.append((le, float(m.group(2))))
+    return buckets
+
+
+def delta(after, before):
+    b = dict(before)
+    return [(le, c - b.get(le, 0.0)) for le, c in after]
+
+
+def quantile(buckets, q):
+    """Linear interpolation inside the bucket holding quantile q (as Prometheus does)."""
+    total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
+    rank = q * total
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in buckets:
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_c) / max(c - prev_c, 1e-9)
+        prev_le, prev_c = le, c
+    return prev_le
+
+
+print("| ladder | runs | realtime factor (median) | CPU cores at real time (median) |")
+print("|---|---|---|---|")
+for ladder in ("origin", "local"):
+    results = [json.loads((out / f"transcoder-{ladder}-{r}.json").read_text()) for r in range(1, runs + 1)]
+    rtf = statistics.median(r["realtime_factor"] for r in results)
+    cores = statistics.median(r["cores_at_realtime"] for r in results)
+    names = "/".join(n for n, _ in results[0]["frames"])
+    print(f"| conf/{ladder}.yaml ({names}) | {runs} | {rtf:.2f}x | {cores:.2f} |")
+
+v = json.loads((out / "viewers.json").read_text())
+before = (out / "metrics-before.txt").read_text()
+after = (out / "metrics-after.txt").read_text()
+lag = delta(histogram(after, "corral_origin_publish_lag_seconds", 'stream="demo",'),
+            histogram(before, "corral_origin_publish_lag_seconds", 'stream="demo",'))
+wake = delta(histogram(after, "corral_origin_blocking_wake_seconds"),
+             histogram(before, "corral_origin_blocking_wake_seconds"))
+print()
+print(f"Live, conf/local.yaml, {viewers} LL-HLS viewers on 720p for {watch} s:")
+print()
+print("| measure | p50 | p99 | max | samples |")
+print("|---|---|---|---|---|")
+for key, label in (("cadence", "part cadence (client, between playlists bringing a new part)"),
+                   ("playlist_lag", "playlist lag (client: media end -> playlist listing the part)"),
+                   ("part_lag", "part lag (client: media end -> part's last byte)"),
+                   ("blocking", "blocking reload held (client)")):
+    q = v[key]
+    print(f"| {label} | {q['p50_ms']:.1f} ms | {q['p99_ms']:.1f} ms | {q['max_ms']:.1f} ms | {q['count']} |")
+print(f"| publish lag (server histogram, interpolated) | {quantile(lag, 0.5) * 1000:.1f} ms | "
+      f"{quantile(lag, 0.99) * 1000:.1f} ms | | {int(lag[-1][1])} |")
+print(f"| blocking wake-up delay (server histogram, interpolated) | {quantile(wake, 0.5) * 1000:.2f} ms | "
+      f"{quantile(wake, 0.99) * 1000:.2f} ms | | {int(wake[-1][1])} |")
+print()
+print(f"Blocking statuses: {v['statuses']}; parts fetched: {v['parts']}; errors: {v['errors'] or 'none'}")
+rss = dict(line.split(":") for line in (out / "origin-rss.txt").read_text().splitlines())
+ff = (out / "ffmpeg-rss.txt").read_text().split(":")[-1].strip() if (out / "ffmpeg-rss.txt").exists() else "?"
+print(f"Origin RSS with one stream: {rss['VmRSS'].strip()} (peak {rss['VmHWM'].strip()}); its ffmpeg child: {ff}")

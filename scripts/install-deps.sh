@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian/Ubuntu machine lacks to build, run and test Corral, with apt-get
+# (directly as root, through sudo otherwise). Does nothing when everything is present.
+set -euo pipefail
+
+need=()
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ] || need+=(fonts-dejavu-core)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -d /etc/ssl/certs ] || need+=(ca-certificates)
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "deps: cargo is missing: install Rust with rustup (https://rustup.rs) and run this again" >&2
+    exit 1
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+    echo "deps: everything needed is installed"
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+else
+    echo "deps: missing ${need[*]}; run as root or install sudo" >&2
+    exit 1
+fi
+
+echo "deps: installing ${need[*]} with apt-get"
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -1,0 +1,397 @@
+//! A live stream from the built-in test source, checked the way clients see it: the
+//! multivariant playlist, media playlists advancing part by part, blocking reloads, ffprobe
+//! decoding what is served, the cache policy, and bad input.
+
+use std::time::Instant;
+
+use corral_e2e::{Origin, SERIAL, Scratch, TEST_LADDER, attribute, ffprobe};
+use corral_loadtest::playlist::MediaPlaylist;
+
+const PART_TARGET: f64 = 0.33334;
+
+fn config() -> String {
+    format!(
+        "{TEST_LADDER}\nstreams:\n  - name: demo\n    source: testsrc\n    testsrc: {{ width: 640, height: 360 }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_from_the_test_source_as_clients_see_it() {
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start(&config());
+    multivariant_playlist_lists_every_rendition(&origin).await;
+    playlists_advance_one_part_per_part_target_and_block_until_it_exists(&origin).await;
+    ffprobe_decodes_what_is_served(&origin).await;
+    responses_carry_the_cache_policy_and_gzip(&origin).await;
+    the_api_and_metrics_describe_the_stream(&origin).await;
+    bad_input_gets_the_right_4xx_and_harms_nothing(&origin).await;
+}
+
+async fn multivariant_playlist_lists_every_rendition(origin: &Origin) {
+    let master = origin.get("/live/demo/master.m3u8", &[]).await;
+    assert_eq!(master.status, 200);
+    let text = String::from_utf8(master.body.to_vec()).expect("utf-8");
+    let lines: Vec<&str> = text.lines().collect();
+    let media = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA:"))
+        .expect("an audio group");
+    assert_eq!(attribute(media, "TYPE").as_deref(), Some("AUDIO"));
+    assert_eq!(attribute(media, "URI").as_deref(), Some("audio/index.m3u8"));
+    let mut variants = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(list) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            variants.push((list.to_string(), lines[i + 1].to_string()));
+        }
+    }
+    let expect = [
+        ("360p/index.m3u8", Some("640x360"), 800_000 + 96_000),
+        ("180p/index.m3u8", Some("320x180"), 300_000 + 96_000),
+        ("audio/index.m3u8", None, 96_000),
+    ];
+    assert_eq!(variants.len(), expect.len(), "{text}");
+    for ((list, uri), (want_uri, resolution, bits)) in variants.iter().zip(expect) {
+        assert_eq!(uri, want_uri);
+        let bandwidth: u64 = attribute(list, "BANDWIDTH")
+            .expect("BANDWIDTH")
+            .parse()
+            .expect("integer");
+        assert!(bandwidth >= bits, "{list}");
+        let codecs = attribute(list, "CODECS").expect("CODECS");
+        assert!(codecs.contains("mp4a.40.2"), "{codecs}");
+        assert_eq!(attribute(list, "RESOLUTION").as_deref(), resolution);
+        if resolution.is_some() {
+            assert!(codecs.starts_with("avc1.64"), "H.264 High: {codecs}");
+            assert_eq!(attribute(list, "AUDIO"), attribute(media, "GROUP-ID"));
+        }
+        let playlist = origin.playlist(&format!("/live/demo/{uri}")).await;
+        assert!(playlist.can_block_reload);
+    }
+}
+
+fn assert_parts_within_target(p: &MediaPlaylist) {
+    assert_eq!(p.part_target, Some(PART_TARGET));
+    for s in &p.segments {
+        for part in &s.parts {
+            assert!(
+                part.duration <= PART_TARGET,
+                "part {} of {} s is longer than PART-TARGET",
+                part.uri,
+                part.duration
+            );
+        }
+    }
+}
+
+async fn playlists_advance_one_part_per_part_target_and_block_until_it_exists(origin: &Origin) {
+    for rendition in ["360p", "180p", "audio"] {
+        let path = format!("/live/demo/{rendition}/index.m3u8");
+        let mut playlist = origin.playlist(&path).await;
+        assert_parts_within_target(&playlist);
+        let mut arrivals = Vec::new();
+        for _ in 0..12 {
+            let hint = playlist
+                .preload_hint
+                .clone()
+                .expect("a live playlist hints its next part");
+            let (msn, part) = MediaPlaylist::part_position(&hint).expect("msn.part.m4s");
+            let asked = Instant::now();
+            let r = origin
+                .get(&format!("{path}?_HLS_msn={msn}&_HLS_part={part}"), &[])
+                .await;
+            let held = asked.elapsed();
+            assert_eq!(r.status, 200);
+            playlist =
+                MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8")).expect("valid");
+            assert_parts_within_target(&playlist);
+            let listed = playlist
+                .segments
+                .iter()
+                .any(|s| s.msn == msn && s.parts.len() as u64 > part)
+                || playlist
+                    .segments
+                    .iter()
+                    .any(|s| s.msn > msn && !s.parts.is_empty());
+            assert!(listed, "the answer to {msn}.{part} contains it");
+            // The next part is at most one part target away when we ask for it.
+            assert!(
+                held.as_secs_f64() < PART_TARGET + 0.2,
+                "{rendition}: held {held:?} for the next part"
+            );
+            arrivals.push(Instant::now());
+        }
+        let span = arrivals
+            .last()
+            .expect("arrivals")
+            .duration_since(arrivals[0])
+            .as_secs_f64();
+        let cadence = span / (arrivals.len() - 1) as f64;
+        assert!(
+            (0.25..0.42).contains(&cadence),
+            "{rendition}: one part every {cadence:.3} s"
+        );
+    }
+    // Waking is driven by publication, not a timer: every held request was answered within
+    // 50 ms of the part it waited for.
+    let metrics = origin
+        .client
+        .get(
+            &format!("http://{}/metrics", origin.metrics)
+                .parse()
+                .expect("uri"),
+            &[],
+        )
+        .await
+        .expect("metrics");
+    let text = String::from_utf8(metrics.body.to_vec()).expect("utf-8");
+    let bucket = |le: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "corral_origin_blocking_wake_seconds_bucket{{le=\"{le}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .expect("bucket")
+    };
+    assert!(bucket("+Inf") >= 30.0, "held requests were counted");
+    assert!(
+        bucket("0.05") / bucket("+Inf") >= 0.95,
+        "wake-ups within 50 ms: {} of {}",
+        bucket("0.05"),
+        bucket("+Inf")
+    );
+}
+
+async fn ffprobe_decodes_what_is_served(origin: &Origin) {
+    let scratch = Scratch::new("ffprobe");
+    for (rendition, codec) in [("360p", "h264"), ("audio", "aac")] {
+        let playlist = origin
+            .playlist(&format!("/live/demo/{rendition}/index.m3u8"))
+            .await;
+        let segment = playlist
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.uri.is_some())
+            .expect("a complete segment");
+        let map = segment.map.clone().expect("EXT-X-MAP");
+        let mut bytes = origin
+            .get(&format!("/live/demo/{rendition}/{map}"), &[])
+            .await
+            .body
+            .to_vec();
+        let seg = origin
+            .get(
+                &format!(
+                    "/live/demo/{rendition}/{}",
+                    segment.uri.as_deref().expect("uri")
+                ),
+                &[],
+            )
+            .await;
+        assert_eq!(seg.status, 200);
+        bytes.extend_from_slice(&seg.body);
+        let file = scratch.0.join(format!("{rendition}.mp4"));
+        std::fs::write(&file, &bytes).expect("write");
+        let probe = ffprobe(&file, &["-count_frames", "-show_streams"]);
+        let stream = &probe["streams"][0];
+        assert_eq!(stream["codec_name"], codec, "{probe}");
+        if rendition == "360p" {
+            assert_eq!(stream["width"], 640);
+            assert_eq!(stream["height"], 360);
+            assert_eq!(stream["nb_read_frames"], "60", "2 s at 30 fps");
+        } else {
+            assert_eq!(stream["sample_rate"], "48000");
+            assert_eq!(stream["channels"], 2);
+        }
+        // A part decodes on its own after the init segment, and is no longer than PART-TARGET.
+        let part = &segment.parts[1];
+        let mut bytes = origin
+            .get(&format!("/live/demo/{rendition}/{map}"), &[])
+            .await
+            .body
+            .to_vec();
+        bytes.extend_from_slice(
+            &origin
+                .get(&format!("/live/demo/{rendition}/{}", part.uri), &[])
+                .await
+                .body,
+        );
+        let file = scratch.0.join(format!("{rendition}-part.mp4"));
+        std::fs::write(&file, &bytes).expect("write");
+        let probe = ffprobe(&file, &["-show_packets"]);
+        let total: f64 = probe["packets"]
+            .as_array()
+            .expect("packets")
+            .iter()
+            .map(|p| {
+                p["duration_time"]
+                    .as_str()
+                    .and_then(|d| d.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
+            .sum();
+        assert!(
+            total > 0.2 && total <= PART_TARGET,
+            "{rendition} part {} holds {total} s",
+            part.uri
+        );
+    }
+    // ffprobe as an HLS client: the multivariant playlist leads to every rendition.
+    let master = origin.url("/live/demo/master.m3u8").to_string();
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json", "-show_streams", &master])
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let sizes: Vec<(i64, i64)> = probe["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter(|s| s["codec_type"] == "video")
+        .map(|s| {
+            (
+                s["width"].as_i64().unwrap_or(0),
+                s["height"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(
+        sizes.contains(&(640, 360)) && sizes.contains(&(320, 180)),
+        "{sizes:?}"
+    );
+}
+
+async fn responses_carry_the_cache_policy_and_gzip(origin: &Origin) {
+    let cc = |f: &corral_loadtest::client::Fetched| f.cache_control.clone().unwrap_or_default();
+    let master = origin.get("/live/demo/master.m3u8", &[]).await;
+    assert_eq!(cc(&master), "public, max-age=2");
+    let plain = origin.get("/live/demo/360p/index.m3u8", &[]).await;
+    assert!(
+        cc(&plain).starts_with("public, max-age=0"),
+        "{}",
+        cc(&plain)
+    );
+    let p = MediaPlaylist::parse(std::str::from_utf8(&plain.body).expect("utf-8")).expect("valid");
+    let (msn, index, part) = p.last_part().expect("parts");
+    let blocking = origin
+        .get(
+            &format!("/live/demo/360p/index.m3u8?_HLS_msn={msn}&_HLS_part={index}"),
+            &[],
+        )
+        .await;
+    assert_eq!(cc(&blocking), "public, max-age=12", "6 x target duration");
+    let part = origin
+        .get(&format!("/live/demo/360p/{}", part.uri), &[])
+        .await;
+    assert_eq!(cc(&part), "public, max-age=86400, immutable");
+    let missing = origin.get("/live/demo/360p/5.0.m4s", &[]).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(cc(&missing), "public, max-age=1");
+    let zipped = origin
+        .get("/live/demo/360p/index.m3u8", &[("accept-encoding", "gzip")])
+        .await;
+    assert_eq!(zipped.content_encoding.as_deref(), Some("gzip"));
+    let text = corral_loadtest::gunzip(&zipped.body).expect("valid gzip");
+    assert!(text.starts_with(b"#EXTM3U\n"));
+    assert!(
+        zipped.body.len() < text.len() / 2,
+        "playlists compress well"
+    );
+}
+
+async fn the_api_and_metrics_describe_the_stream(origin: &Origin) {
+    let api = origin.get("/api/streams", &[]).await;
+    assert_eq!(api.cache_control.as_deref(), Some("no-store"));
+    let json: serde_json::Value = serde_json::from_slice(&api.body).expect("json");
+    let stream = &json["streams"][0];
+    assert_eq!(stream["name"], "demo");
+    assert_eq!(stream["state"], "live");
+    let names: Vec<&str> = stream["renditions"]
+        .as_array()
+        .expect("renditions")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["360p", "180p", "audio"]);
+    assert_eq!(stream["renditions"][0]["width"], 640);
+    let metrics = origin
+        .client
+        .get(
+            &format!("http://{}/metrics", origin.metrics)
+                .parse()
+                .expect("uri"),
+            &[],
+        )
+        .await
+        .expect("metrics");
+    let text = String::from_utf8(metrics.body.to_vec()).expect("utf-8");
+    for name in [
+        "corral_origin_parts_published_total{rendition=\"360p\",stream=\"demo\"}",
+        "corral_origin_publish_lag_seconds_bucket",
+        "corral_origin_blocked_requests{stream=\"demo\"}",
+        "corral_transcoder_speed{stream=\"demo\"}",
+        "corral_origin_http_requests_total{kind=\"part\",status=\"200\"}",
+    ] {
+        assert!(text.contains(name), "metrics lack {name}");
+    }
+}
+
+async fn bad_input_gets_the_right_4xx_and_harms_nothing(origin: &Origin) {
+    let cases = [
+        (
+            "/live/demo/360p/index.m3u8?_HLS_part=2",
+            400,
+            "_HLS_part alone",
+        ),
+        (
+            "/live/demo/360p/index.m3u8?_HLS_msn=abc",
+            400,
+            "not a number",
+        ),
+        (
+            "/live/demo/360p/index.m3u8?_HLS_msn=99999999999999",
+            400,
+            "far ahead",
+        ),
+        (
+            "/live/demo/360p/index.m3u8?_HLS_msn=999999999999999999999999",
+            400,
+            "beyond 64 bits",
+        ),
+        (
+            "/live/demo/360p/index.m3u8?_HLS_skip=maybe",
+            400,
+            "bad skip",
+        ),
+        ("/live/nosuch/master.m3u8", 404, "unknown stream"),
+        ("/live/demo/4k/index.m3u8", 404, "unknown rendition"),
+        ("/live/demo/../../etc/passwd", 400, "dot segments"),
+        ("/live/demo%2F360p/index.m3u8", 400, "encoded slash"),
+        (
+            "/live/demo/360p/..%2F..%2Fmaster.m3u8",
+            400,
+            "encoded traversal",
+        ),
+    ];
+    for (path, status, what) in cases {
+        let r = origin.get(path, &[]).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {path} -> {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(origin.get("/healthz", &[]).await.status, 200);
+    let playlist = origin.playlist("/live/demo/360p/index.m3u8").await;
+    assert!(playlist.preload_hint.is_some(), "the stream is unaffected");
+    assert!(!origin.log().contains("panicked"), "{}", origin.log());
+}

@@ -1,0 +1,254 @@
+//! Helpers for the end-to-end tests: finding the built binaries, starting an origin on free
+//! loopback ports with a config of the test's choosing, and stopping it by PID.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_loadtest::client::{Fetched, HttpClient};
+use corral_loadtest::playlist::MediaPlaylist;
+
+/// Tests that run an origin take the lock so their ffmpeg ladders do not compete for the CPU.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The path of a workspace binary built by `cargo build --workspace --bins`.
+pub fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A new empty directory under the system's temp dir.
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "corral-e2e-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Scratch(dir)
+    }
+
+    /// Writes `text` to `name` inside the directory and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(text.as_bytes()).expect("write");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The small ladder the tests use: cheap enough to run in real time beside the tests.
+pub const TEST_LADDER: &str = "
+transcoder:
+  x264_preset: veryfast
+  ladder:
+    - { name: 360p, width: 640, height: 360, bitrate: 800k }
+    - { name: 180p, width: 320, height: 180, bitrate: 300k }
+  audio: { name: audio, bitrate: 96k }
+";
+
+/// A running origin, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Origin {
+    child: Child,
+    /// Its HTTP address.
+    pub http: SocketAddr,
+    /// Its metrics address.
+    pub metrics: SocketAddr,
+    /// The HTTP client tests use.
+    pub client: HttpClient,
+    scratch: Scratch,
+}
+
+impl Origin {
+    /// Starts an origin with `extra` YAML appended to a config that sets the ports, and waits
+    /// until `/healthz` answers.
+    pub fn start(extra: &str) -> Origin {
+        let scratch = Scratch::new("origin");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let config = format!("http:\n  listen: {http}\nmetrics:\n  listen: {metrics}\n{extra}");
+        let path = scratch.file("origin.yaml", &config);
+        let log = std::fs::File::create(scratch.0.join("origin.log")).expect("log file");
+        let child = Command::new(binary("origin"))
+            .arg("--config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("origin starts");
+        let origin = Origin {
+            child,
+            http,
+            metrics,
+            client: HttpClient::new(Duration::from_secs(15)),
+            scratch,
+        };
+        origin.wait_until("/healthz answers", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(origin.http).is_ok()
+        });
+        origin
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the origin logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.scratch.0.join("origin.log")).unwrap_or_default()
+    }
+
+    /// `http://<origin><path>`.
+    pub fn url(&self, path: &str) -> http::Uri {
+        format!("http://{}{path}", self.http)
+            .parse()
+            .expect("valid URI")
+    }
+
+    /// Polls `check` every 50 ms until it holds, failing the test after `limit`.
+    pub fn wait_until(&self, what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !check() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}\n--- origin log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GETs `path` with optional extra headers.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Fetched {
+        self.client
+            .get(&self.url(path), headers)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
+    }
+
+    /// GETs and parses a media playlist, which must answer 200.
+    pub async fn playlist(&self, path: &str) -> MediaPlaylist {
+        let r = self.get(path, &[]).await;
+        assert_eq!(
+            r.status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let text = std::str::from_utf8(&r.body).expect("utf-8");
+        MediaPlaylist::parse(text).unwrap_or_else(|e| panic!("{path}: {e}\n{text}"))
+    }
+
+    /// The PIDs of the origin's child processes (its ffmpeg transcoders).
+    pub fn children(&self) -> Vec<u32> {
+        let out = Command::new("pgrep")
+            .arg("-P")
+            .arg(self.pid().to_string())
+            .output()
+            .expect("pgrep runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("killed");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Runs ffprobe on `file` and returns its JSON output.
+pub fn ffprobe(file: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("ffprobe runs (make test installs ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe prints JSON")
+}
+
+/// Parses an attribute list (`A=1,B="x,y"`) into pairs.
+pub fn attributes(list: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = list;
+    while let Some((name, after)) = rest.split_once('=') {
+        let (value, after) = match after.strip_prefix('"') {
+            Some(q) => {
+                let end = q.find('"').unwrap_or(q.len());
+                (&q[..end], q.get(end + 1..).unwrap_or(""))
+            }
+            None => match after.find(',') {
+                Some(i) => (&after[..i], &after[i..]),
+                None => (after, ""),
+            },
+        };
+        out.push((name.to_string(), value.to_string()));
+        rest = after.strip_prefix(',').unwrap_or(after);
+    }
+    out
+}
+
+/// The value of attribute `name` in `list`.
+pub fn attribute(list: &str, name: &str) -> Option<String> {
+    attributes(list)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+}
