@@ -22,6 +22,7 @@ async fn a_live_stream_from_the_test_source_as_clients_see_it() {
     multivariant_playlist_lists_every_rendition(&origin).await;
     playlists_advance_one_part_per_part_target_and_block_until_it_exists(&origin).await;
     ffprobe_decodes_what_is_served(&origin).await;
+    a_hinted_part_is_held_until_complete_and_then_sent_whole(&origin).await;
     responses_carry_the_cache_policy_and_gzip(&origin).await;
     the_api_and_metrics_describe_the_stream(&origin).await;
     bad_input_gets_the_right_4xx_and_harms_nothing(&origin).await;
@@ -269,10 +270,67 @@ async fn ffprobe_decodes_what_is_served(origin: &Origin) {
     );
 }
 
+async fn a_hinted_part_is_held_until_complete_and_then_sent_whole(origin: &Origin) {
+    for rendition in ["360p", "audio"] {
+        let playlist = origin
+            .playlist(&format!("/live/demo/{rendition}/index.m3u8"))
+            .await;
+        let hint = playlist.preload_hint.clone().expect("a preload hint");
+        let asked = Instant::now();
+        let part = origin
+            .get(&format!("/live/demo/{rendition}/{hint}"), &[])
+            .await;
+        let held = asked.elapsed().as_secs_f64();
+        assert_eq!(
+            part.status, 200,
+            "rule 43: a hinted part can be requested before it exists"
+        );
+        assert!(
+            held < PART_TARGET + 0.2,
+            "{rendition}: answered {held:.3} s later"
+        );
+        assert_eq!(&part.body[4..8], b"moof", "a whole CMAF fragment");
+        let moof =
+            u32::from_be_bytes([part.body[0], part.body[1], part.body[2], part.body[3]]) as usize;
+        let mdat =
+            u32::from_be_bytes(part.body[moof..moof + 4].try_into().expect("4 bytes")) as usize;
+        assert_eq!(
+            moof + mdat,
+            part.body.len(),
+            "rule 44: the whole part, nothing more"
+        );
+        // The published playlist then lists exactly that URI.
+        let (msn, index) = MediaPlaylist::part_position(&hint).expect("msn.part");
+        let listed = origin
+            .playlist(&format!(
+                "/live/demo/{rendition}/index.m3u8?_HLS_msn={msn}&_HLS_part={index}"
+            ))
+            .await;
+        assert!(
+            listed
+                .segments
+                .iter()
+                .any(|s| s.parts.iter().any(|p| p.uri == hint)),
+            "rule 42: {hint} was published"
+        );
+        let expected = if rendition == "audio" {
+            "audio/mp4"
+        } else {
+            "video/mp4"
+        };
+        assert_eq!(part.content_type.as_deref(), Some(expected));
+    }
+}
+
 async fn responses_carry_the_cache_policy_and_gzip(origin: &Origin) {
     let cc = |f: &corral_loadtest::client::Fetched| f.cache_control.clone().unwrap_or_default();
     let master = origin.get("/live/demo/master.m3u8", &[]).await;
     assert_eq!(cc(&master), "public, max-age=2");
+    assert_eq!(
+        master.content_type.as_deref(),
+        Some("application/vnd.apple.mpegurl"),
+        "rule 2"
+    );
     let plain = origin.get("/live/demo/360p/index.m3u8", &[]).await;
     assert!(
         cc(&plain).starts_with("public, max-age=0"),

@@ -24,6 +24,8 @@ pub struct Fetched {
     pub cache_control: Option<String>,
     /// The `Content-Encoding` header, if any.
     pub content_encoding: Option<String>,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
 }
 
 /// An HTTP client for one viewer (connections are reused).
@@ -63,6 +65,7 @@ impl HttpClient {
             };
             let cache_control = header(http::header::CACHE_CONTROL);
             let content_encoding = header(http::header::CONTENT_ENCODING);
+            let content_type = header(http::header::CONTENT_TYPE);
             let body = resp.into_body().collect().await?.to_bytes();
             anyhow::Ok(Fetched {
                 status,
@@ -71,6 +74,7 @@ impl HttpClient {
                 done: Instant::now(),
                 cache_control,
                 content_encoding,
+                content_type,
             })
         };
         tokio::time::timeout(self.timeout, work)

@@ -89,7 +89,7 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
         let supervisor = Supervisor::new(job, transcoder_metrics.clone(), tx, stop.clone());
         let stream = Stream::new(
             &stream_config.name,
-            "testsrc",
+            &stream_config.source.to_string(),
             config.llhls.params(),
             config.transcoder.fps,
             &supervisor.command().renditions,

@@ -131,6 +131,14 @@ pub enum SourceKind {
     Testsrc,
 }
 
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceKind::Testsrc => "testsrc",
+        })
+    }
+}
+
 /// `streams[].testsrc:`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]

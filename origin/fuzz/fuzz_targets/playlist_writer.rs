@@ -30,10 +30,11 @@ fuzz_target!(|data: &[u8]| {
 
 fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let segment_duration = 0.5 + f64::from(u.int_in_range(0u16..=950)?) / 100.0;
-    let part_target = (segment_duration * f64::from(u.int_in_range(5u8..=100)?) / 100.0).max(0.1);
+    let part_target_secs =
+        (segment_duration * f64::from(u.int_in_range(5u8..=100)?) / 100.0).max(0.1);
     let params = LlhlsParams {
         segment_duration,
-        part_target,
+        part_target: part_target_secs,
         playlist_segments: u.int_in_range(1usize..=16)?,
         retained_segments: u.int_in_range(0usize..=8)?,
     };
@@ -68,7 +69,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                     _ => msn + 2,
                 };
                 next_init = next_init.max(msn);
-                let duration = part_target * f64::from(u.int_in_range(1u8..=100)?) / 100.0;
+                let duration = part_target_secs * f64::from(u.int_in_range(1u8..=100)?) / 100.0;
                 clock += duration + f64::from(u.int_in_range(0u8..=20)?) / 10.0;
                 let part = PartEntry {
                     duration,
@@ -116,6 +117,8 @@ fn check(log: &MediaLog, params: &LlhlsParams) {
 fn units(decimal: &str) -> u64 {
     let (whole, frac) = decimal.split_once('.').unwrap_or((decimal, ""));
     let whole: u64 = whole.parse().expect("whole seconds");
-    let frac: u64 = format!("{frac:0<5}").parse().expect("five decimals at most");
+    let frac: u64 = format!("{frac:0<5}")
+        .parse()
+        .expect("five decimals at most");
     whole * 100_000 + frac
 }

@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let parsed_directives = directives(query.unwrap_or(""));
     if let Ok(d) = &parsed_directives {
-        assert!(d.part.is_none() || d.msn.is_some(), "_HLS_part without _HLS_msn: {d:?}");
+        assert!(
+            d.part.is_none() || d.msn.is_some(),
+            "_HLS_part without _HLS_msn: {d:?}"
+        );
     }
     let Ok(route) = parse(path, query) else {
         return;

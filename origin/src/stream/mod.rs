@@ -402,3 +402,105 @@ impl Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use corral_transcoder::config::Bitrate;
+
+    use super::*;
+    use crate::packager::blocking::{PlaylistDemand, playlist_verdict};
+    use crate::packager::log::{InitEntry, PartEntry};
+
+    fn stream() -> Arc<Stream> {
+        let spec = RenditionSpec {
+            name: "v".into(),
+            kind: RenditionKind::Video {
+                size: Some((64, 64)),
+            },
+            bitrate: Some(Bitrate(100_000)),
+            output_fd: 3,
+        };
+        Stream::new("s", "testsrc", LlhlsParams::default(), 30, &[spec])
+    }
+
+    fn publish_segment(stream: &Stream, msn: u64) {
+        stream.renditions()[0].publish(|log| {
+            if msn == 10 {
+                log.start_epoch(InitEntry {
+                    id: 10,
+                    bytes: Bytes::from_static(b"i"),
+                });
+            }
+            for _ in 0..6 {
+                let part = PartEntry {
+                    duration: 0.3,
+                    independent: true,
+                    bytes: Bytes::from_static(b"p"),
+                };
+                log.publish_part(msn, SystemTime::UNIX_EPOCH, part)
+                    .expect("in order");
+            }
+            log.complete_segment(msn);
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_request_times_out_with_wait_after_its_deadline() {
+        let s = stream();
+        publish_segment(&s, 10);
+        let limits = s.limits();
+        let started = tokio::time::Instant::now();
+        let deadline = started + s.params().blocking_timeout();
+        let waited = s
+            .wait_until(0, deadline, |log| {
+                playlist_verdict(log, PlaylistDemand::Segment(11), limits)
+            })
+            .await;
+        assert_eq!(
+            waited,
+            Waited {
+                verdict: Verdict::Wait,
+                woken_by: None
+            }
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(6),
+            "three target durations"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_request_wakes_on_the_publication_it_waits_for() {
+        let s = stream();
+        publish_segment(&s, 10);
+        let limits = s.limits();
+        let publisher = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                publish_segment(&s, 11);
+            })
+        };
+        let started = tokio::time::Instant::now();
+        let deadline = started + s.params().blocking_timeout();
+        let waited = s
+            .wait_until(0, deadline, |log| {
+                playlist_verdict(log, PlaylistDemand::Segment(11), limits)
+            })
+            .await;
+        assert_eq!(waited.verdict, Verdict::Ready);
+        assert!(waited.woken_by.is_some(), "it had to wait");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(700),
+            "woken by the publication, not a timer"
+        );
+        publisher.await.expect("published");
+        let text = String::from_utf8(s.media_playlist(0, Form::Full).body.to_vec()).expect("utf-8");
+        assert!(text.contains("11.m4s"));
+    }
+}
