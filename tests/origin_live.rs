@@ -134,17 +134,7 @@ async fn playlists_advance_one_part_per_part_target_and_block_until_it_exists(or
     }
     // Waking is driven by publication, not a timer: every held request was answered within
     // 50 ms of the part it waited for.
-    let metrics = origin
-        .client
-        .get(
-            &format!("http://{}/metrics", origin.metrics)
-                .parse()
-                .expect("uri"),
-            &[],
-        )
-        .await
-        .expect("metrics");
-    let text = String::from_utf8(metrics.body.to_vec()).expect("utf-8");
+    let text = origin.metrics_text().await;
     let bucket = |le: &str| -> f64 {
         text.lines()
             .find(|l| {
@@ -380,17 +370,7 @@ async fn the_api_and_metrics_describe_the_stream(origin: &Origin) {
         .collect();
     assert_eq!(names, ["360p", "180p", "audio"]);
     assert_eq!(stream["renditions"][0]["width"], 640);
-    let metrics = origin
-        .client
-        .get(
-            &format!("http://{}/metrics", origin.metrics)
-                .parse()
-                .expect("uri"),
-            &[],
-        )
-        .await
-        .expect("metrics");
-    let text = String::from_utf8(metrics.body.to_vec()).expect("utf-8");
+    let text = origin.metrics_text().await;
     for name in [
         "corral_origin_parts_published_total{rendition=\"360p\",stream=\"demo\"}",
         "corral_origin_publish_lag_seconds_bucket",

@@ -20,15 +20,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config: ChatRelayConfig = match &args.config {
-        Some(p) => match yaml_config::load(p) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("chat-relay: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => ChatRelayConfig::default(),
+    let config: ChatRelayConfig = match yaml_config::load_or_default(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chat-relay: {e}");
+            return ExitCode::from(2);
+        }
     };
     if args.check {
         println!("chat-relay: config ok: listen {}", config.listen);

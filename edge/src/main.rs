@@ -27,15 +27,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut config: EdgeConfig = match &args.config {
-        Some(p) => match yaml_config::load(p) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("edge: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => EdgeConfig::default(),
+    let mut config: EdgeConfig = match yaml_config::load_or_default(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edge: {e}");
+            return ExitCode::from(2);
+        }
     };
     if let Some(listen) = args.listen {
         config.listen = listen;

@@ -32,15 +32,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut config: LoadtestConfig = match &args.config {
-        Some(p) => match yaml_config::load(p) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("loadtest: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => LoadtestConfig::default(),
+    let mut config: LoadtestConfig = match yaml_config::load_or_default(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            return ExitCode::from(2);
+        }
     };
     if let Some(u) = args.url {
         config.url = u;

@@ -19,7 +19,7 @@ pub struct Part {
 }
 
 /// One segment (complete, or the trailing one that only has parts so far).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Segment {
     /// Media sequence number.
     pub msn: u64,
@@ -107,16 +107,7 @@ impl MediaPlaylist {
                 .build(),
         );
         let mut p = MediaPlaylist::default();
-        let mut pending = Segment {
-            msn: 0,
-            program_date_time: None,
-            duration: None,
-            uri: None,
-            parts: Vec::new(),
-            gap: false,
-            discontinuity: false,
-            map: None,
-        };
+        let mut pending = Segment::default();
         let mut map: Option<String> = None;
         let mut line = 0;
         loop {
@@ -173,19 +164,7 @@ impl MediaPlaylist {
                 },
                 HlsLine::Uri(uri) => {
                     let msn = p.media_sequence + p.skipped_segments + p.segments.len() as u64;
-                    let mut segment = std::mem::replace(
-                        &mut pending,
-                        Segment {
-                            msn: 0,
-                            program_date_time: None,
-                            duration: None,
-                            uri: None,
-                            parts: Vec::new(),
-                            gap: false,
-                            discontinuity: false,
-                            map: None,
-                        },
-                    );
+                    let mut segment = std::mem::take(&mut pending);
                     segment.msn = msn;
                     segment.uri = Some(uri.to_string());
                     segment.map = map.clone();

@@ -37,15 +37,12 @@ fn main() -> ExitCode {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("(defaults)"));
-    let mut config: OriginConfig = match &args.config {
-        Some(p) => match yaml_config::load(p) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("origin: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => OriginConfig::default(),
+    let mut config: OriginConfig = match yaml_config::load_or_default(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("origin: {e}");
+            return ExitCode::from(2);
+        }
     };
     if let Some(listen) = args.listen {
         config.http.listen = listen;

@@ -169,6 +169,15 @@ impl Origin {
         MediaPlaylist::parse(text).unwrap_or_else(|e| panic!("{path}: {e}\n{text}"))
     }
 
+    /// The origin's Prometheus metrics as text.
+    pub async fn metrics_text(&self) -> String {
+        let uri = format!("http://{}/metrics", self.metrics)
+            .parse()
+            .expect("valid URI");
+        let r = self.client.get(&uri, &[]).await.expect("metrics answer");
+        String::from_utf8(r.body.to_vec()).expect("utf-8")
+    }
+
     /// The PIDs of the origin's child processes (its ffmpeg transcoders).
     pub fn children(&self) -> Vec<u32> {
         let out = Command::new("pgrep")

@@ -90,6 +90,25 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErro
     from_str(path, &text)
 }
 
+/// Loads the file at `path` when one is given; otherwise takes every default (still validated).
+pub fn load_or_default<T: DeserializeOwned + Validate + Default>(
+    path: Option<&Path>,
+) -> Result<T, ConfigError> {
+    match path {
+        Some(p) => load(p),
+        None => {
+            let value = T::default();
+            value.validate().map_err(|invalid| ConfigError {
+                file: PathBuf::from("(defaults)"),
+                key: Some(invalid.key),
+                message: format!("expected {}, got {}", invalid.expected, invalid.got),
+                position: None,
+            })?;
+            Ok(value)
+        }
+    }
+}
+
 /// Parses and validates config text; `file` names it in errors.
 pub fn from_str<T: DeserializeOwned + Validate>(file: &Path, text: &str) -> Result<T, ConfigError> {
     // A file of comments only is an empty mapping: every key takes its default.
