@@ -3,15 +3,17 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test deps build release check lint unit e2e bench fuzz clean
+.PHONY: run test deps build release lint bench fuzz fuzz-smoke clean
 
 ## run: start the local stack (origin + built-in test source) and print its URLs
 run: deps release
 	scripts/run-local.sh
 
-## test: install what is missing, then check formatting and lints and run every test
+## test: install what is missing, check formatting and lints, run every test, then a short
+## run of every fuzz target (so the targets keep building and shallow crashes are caught)
 test: deps lint build
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) fuzz-smoke
 
 ## deps: install ffmpeg, fonts, cmake and friends with apt-get when missing
 deps:
@@ -31,9 +33,12 @@ lint:
 bench: deps release
 	scripts/bench-origin.sh
 
-## fuzz: run every fuzz target for FUZZ_SECONDS seconds
+## fuzz: run every fuzz target for FUZZ_SECONDS seconds (with AddressSanitizer)
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=20 FUZZ_SANITIZER=none scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean

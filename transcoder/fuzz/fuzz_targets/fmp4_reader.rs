@@ -81,5 +81,8 @@ fn round_trip(fragment: &Fragment, init: &InitSegment) {
     let back = &parsed.tracks[0];
     assert_eq!(back.track_id, run.track_id);
     assert_eq!(back.decode_time, run.decode_time);
-    assert_eq!(back.samples, run.samples, "samples changed in a write/parse round trip");
+    assert_eq!(
+        back.samples, run.samples,
+        "samples changed in a write/parse round trip"
+    );
 }

@@ -17,6 +17,10 @@ pub const NON_SYNC_SAMPLE_FLAGS: u32 = 0x0101_0000;
 /// Most samples one `trun` may declare; far above any real fragment, it bounds memory.
 const MAX_SAMPLES_PER_RUN: u32 = 1 << 20;
 
+/// Latest decode time accepted (in ticks): thousands of years at any real timescale, and far
+/// enough below `u64::MAX` that no sum of decode times and durations downstream can overflow.
+pub const MAX_DECODE_TIME: u64 = 1 << 62;
+
 /// One coded sample (a video frame or an audio frame).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
@@ -193,6 +197,12 @@ fn parse_traf(
     } else {
         u64::from(c.u32()?)
     };
+    if decode_time > MAX_DECODE_TIME {
+        return Err(Fmp4Error::invalid(
+            *b"tfdt",
+            format!("decode time {decode_time} is beyond {MAX_DECODE_TIME}"),
+        ));
+    }
 
     let mut samples = Vec::new();
     let mut next_decode_time = decode_time;
@@ -290,7 +300,15 @@ fn parse_traf(
                 composition_offset,
                 data: bytes.slice(start as usize..end as usize),
             });
-            next_decode_time += u64::from(duration);
+            next_decode_time = next_decode_time
+                .checked_add(u64::from(duration))
+                .filter(|t| *t <= MAX_DECODE_TIME)
+                .ok_or_else(|| {
+                    Fmp4Error::invalid(
+                        *b"trun",
+                        format!("sample {i} ends beyond decode time {MAX_DECODE_TIME}"),
+                    )
+                })?;
             data_cursor = end;
         }
     }

@@ -20,7 +20,8 @@ mod tests;
 
 pub use boxes::{BoxHeader, FourCc, fourcc_str};
 pub use fragment::{
-    Fragment, NON_SYNC_SAMPLE_FLAGS, SAMPLE_IS_NON_SYNC, SYNC_SAMPLE_FLAGS, Sample, TrackRun,
+    Fragment, MAX_DECODE_TIME, NON_SYNC_SAMPLE_FLAGS, SAMPLE_IS_NON_SYNC, SYNC_SAMPLE_FLAGS,
+    Sample, TrackRun,
 };
 pub use init::{InitSegment, MediaKind, TrackDefaults, TrackInfo};
 pub use reader::{DEFAULT_MAX_BOX_LEN, Fmp4Event, Fmp4Reader};

@@ -249,6 +249,26 @@ fn written_fragments_read_back_with_identical_samples() {
     }
 }
 
+/// Found by the fmp4_reader fuzz target: a `tfdt` of `u64::MAX` made the decode-time sum
+/// overflow (a panic with overflow checks, wrapped times without).
+#[test]
+fn a_decode_time_at_the_end_of_u64_is_refused_not_overflowed() {
+    const FRAGMENT: &str = "000000646d6f6f66000000106d66686400000000000000010000004c7472616600000010746668640002000000000001000000147466647401000000ffffffffffffffff000000207472756e00000701000000010000006c000000010000000102000000000000096d64617400";
+    let fragment: Vec<u8> = (0..FRAGMENT.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&FRAGMENT[i..i + 2], 16).expect("hex"))
+        .collect();
+    let mut data = VIDEO[..28 + 746].to_vec();
+    data.extend_from_slice(&fragment);
+    let (events, errors, reader) = read_all(&data, data.len());
+    assert_eq!(events.len(), 1, "only the init segment");
+    assert!(!reader.is_failed(), "the framing is intact");
+    assert!(
+        matches!(&errors[..], [Fmp4Error::Invalid { box_type, .. }] if box_type == "tfdt"),
+        "{errors:?}"
+    );
+}
+
 fn arb_sample() -> impl Strategy<Value = (u32, bool, i32, Vec<u8>)> {
     (
         1u32..100_000,
