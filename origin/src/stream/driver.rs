@@ -353,7 +353,7 @@ impl StreamDriver {
     }
 
     fn go_live(&self) {
-        if self.stream.status().state != Lifecycle::Live {
+        if self.stream.state() != Lifecycle::Live {
             self.stream.update_status(|s| {
                 s.state = Lifecycle::Live;
                 s.since = self.clock.now();

@@ -264,6 +264,11 @@ impl Stream {
         self.status.lock().clone()
     }
 
+    /// The current lifecycle state alone.
+    pub fn state(&self) -> Lifecycle {
+        self.status.lock().state
+    }
+
     fn update_status(&self, f: impl FnOnce(&mut StreamStatus)) {
         f(&mut self.status.lock());
     }
