@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use corral_transcoder::command::{Source, TestPattern, TranscodeJob};
+use corral_transcoder::command::{InputFormat, Source, TestPattern, TranscodeJob};
 use corral_transcoder::config::Encoder;
 use corral_transcoder::metrics::TranscoderMetrics;
 use corral_transcoder::supervisor::{RunOutcome, Supervisor, SupervisorEvent};
@@ -43,6 +43,9 @@ pub fn job(config: &OriginConfig, stream: &StreamConfig) -> TranscodeJob {
             tone_hz: stream.testsrc.tone_hz.unwrap_or(1000),
             font: stream.testsrc.font.clone(),
         }),
+        // The container is the publisher's: FLV over RTMP, MPEG-TS over SRT; the ingest
+        // controller sets it for each publish.
+        SourceKind::Publish => Source::Pipe(InputFormat::Flv),
     };
     TranscodeJob {
         stream: stream.name.clone(),

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use corral_transcoder::config::TranscoderConfig;
+use corral_transcoder::config::{Bitrate, TranscoderConfig};
 use serde::Deserialize;
 use yaml_config::{Invalid, Validate, check_name, check_range};
 
@@ -23,6 +23,8 @@ pub struct OriginConfig {
     pub llhls: LlhlsConfig,
     /// Encoder and ladder.
     pub transcoder: TranscoderConfig,
+    /// Where broadcasters publish (RTMP and SRT).
+    pub ingest: IngestConfig,
     /// The streams this origin produces.
     pub streams: Vec<StreamConfig>,
 }
@@ -35,6 +37,7 @@ impl Default for OriginConfig {
             metrics: MetricsConfig::default(),
             llhls: LlhlsConfig::default(),
             transcoder: TranscoderConfig::default(),
+            ingest: IngestConfig::default(),
             streams: vec![StreamConfig::default()],
         }
     }
@@ -122,6 +125,89 @@ impl LlhlsConfig {
     }
 }
 
+/// `ingest.rtmp:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Whether the RTMP listener runs.
+    pub enabled: bool,
+    /// Address of the RTMP listener; publishers use `rtmp://HOST:PORT/live/<key>`.
+    pub listen: SocketAddr,
+    /// Largest RTMP message accepted, in bytes (a keyframe must fit).
+    pub max_message_bytes: usize,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            max_message_bytes: 8 << 20,
+        }
+    }
+}
+
+/// `ingest.srt:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SrtConfig {
+    /// Whether the SRT listener runs.
+    pub enabled: bool,
+    /// UDP address of the SRT listener (listener mode; callers send `streamid=<key>`).
+    pub listen: SocketAddr,
+    /// SRT receive latency in milliseconds: how long lost packets may be retransmitted.
+    pub latency_ms: u32,
+}
+
+impl Default for SrtConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            latency_ms: 120,
+        }
+    }
+}
+
+/// `ingest:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// The RTMP listener.
+    pub rtmp: RtmpConfig,
+    /// The SRT listener.
+    pub srt: SrtConfig,
+    /// Ingest connections open at once, authenticated or not; more are closed on accept.
+    pub max_connections: usize,
+    /// Seconds a connection may take from accept to an accepted publish.
+    pub handshake_timeout: f64,
+    /// Seconds without media after which a publisher is considered gone.
+    pub media_timeout: f64,
+    /// Seconds a stream stays live on a slate after its publisher is lost, waiting for it to
+    /// come back; then the stream ends with `EXT-X-ENDLIST`.
+    pub reconnect_grace: f64,
+    /// Whether a second publisher for a live key replaces the first (otherwise it is refused).
+    pub takeover: bool,
+    /// Highest incoming bit rate a publisher may sustain (over 5 s); far above it the
+    /// connection is closed. A stream may set its own.
+    pub max_bitrate: Bitrate,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            rtmp: RtmpConfig::default(),
+            srt: SrtConfig::default(),
+            max_connections: 256,
+            handshake_timeout: 5.0,
+            media_timeout: 2.0,
+            reconnect_grace: 30.0,
+            takeover: false,
+            max_bitrate: Bitrate(20_000_000),
+        }
+    }
+}
+
 /// Where a stream's media comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -129,12 +215,15 @@ pub enum SourceKind {
     /// ffmpeg's test pattern with a burnt-in clock and a tone.
     #[default]
     Testsrc,
+    /// A broadcaster publishes it over RTMP or SRT with the stream's key.
+    Publish,
 }
 
 impl std::fmt::Display for SourceKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             SourceKind::Testsrc => "testsrc",
+            SourceKind::Publish => "publish",
         })
     }
 }
@@ -168,6 +257,19 @@ pub struct StreamConfig {
     /// Test pattern settings, for `source: testsrc`.
     #[serde(default)]
     pub testsrc: TestsrcConfig,
+    /// The stream key publishers present, for `source: publish`: the last path element of the
+    /// RTMP URL (`rtmp://HOST:1935/live/<key>`) or the SRT `streamid`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// SRT passphrase (10 to 79 characters); callers must encrypt with it. Unset: no encryption.
+    #[serde(default)]
+    pub passphrase: Option<String>,
+    /// Overrides `ingest.max_bitrate` for this stream.
+    #[serde(default)]
+    pub max_bitrate: Option<Bitrate>,
+    /// Overrides `ingest.takeover` for this stream.
+    #[serde(default)]
+    pub takeover: Option<bool>,
 }
 
 impl Default for StreamConfig {
@@ -176,6 +278,10 @@ impl Default for StreamConfig {
             name: "demo".to_string(),
             source: SourceKind::Testsrc,
             testsrc: TestsrcConfig::default(),
+            key: None,
+            passphrase: None,
+            max_bitrate: None,
+            takeover: None,
         }
     }
 }
@@ -258,6 +364,56 @@ impl Validate for OriginConfig {
             "a count",
         )?;
         self.transcoder.validate("transcoder")?;
+        let ing = &self.ingest;
+        check_range(
+            "ingest.max_connections",
+            ing.max_connections,
+            1,
+            100_000,
+            "a count",
+        )?;
+        check_range(
+            "ingest.handshake_timeout",
+            ing.handshake_timeout,
+            0.5,
+            120.0,
+            "seconds",
+        )?;
+        check_range(
+            "ingest.media_timeout",
+            ing.media_timeout,
+            0.5,
+            60.0,
+            "seconds",
+        )?;
+        check_range(
+            "ingest.reconnect_grace",
+            ing.reconnect_grace,
+            0.0,
+            3600.0,
+            "seconds",
+        )?;
+        check_range(
+            "ingest.max_bitrate",
+            ing.max_bitrate,
+            Bitrate(100_000),
+            Bitrate(1_000_000_000),
+            "a bit rate",
+        )?;
+        check_range(
+            "ingest.rtmp.max_message_bytes",
+            ing.rtmp.max_message_bytes,
+            64 << 10,
+            64 << 20,
+            "bytes",
+        )?;
+        check_range(
+            "ingest.srt.latency_ms",
+            ing.srt.latency_ms,
+            20,
+            8000,
+            "milliseconds",
+        )?;
         if self.streams.len() > 64 {
             return Err(Invalid::new(
                 "streams",

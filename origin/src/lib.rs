@@ -21,6 +21,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod packager;
 pub mod stream;
