@@ -1,9 +1,15 @@
 //! Ingest: broadcasters publish over RTMP and SRT; each accepted publish feeds its stream's
 //! transcoder without touching the disk.
 //!
+//! - [`hub`] maps keys to streams, admits one publisher per stream, limits connections, and
+//!   carries each publisher's media to its stream through a queue that never blocks the
+//!   publisher.
+//! - [`media`] is what publishers send: FLV tags (RTMP) or MPEG-TS bytes (SRT).
 //! - [`rtmp`] terminates RTMP (handshake, chunk stream, AMF0 commands, publish) as sans-IO
 //!   protocol code plus a thin TCP server.
 //! - [`srt`] terminates SRT in listener mode through the system libsrt, keyed by `streamid`.
 
+pub mod hub;
+pub mod media;
 pub mod rtmp;
 pub mod srt;

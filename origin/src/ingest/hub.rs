@@ -1,0 +1,759 @@
+//! The ingest hub: which key publishes to which stream, one publisher per stream, a limit on
+//! connections, and the queue that carries a publisher's media to its stream.
+//!
+//! A protocol handler (RTMP or SRT) takes a [`ConnectionPermit`] when it accepts a connection,
+//! asks [`IngestHub::admit`] when the publisher names its key, and then pushes media into the
+//! [`PublishSession`] it got. The session never blocks the handler: when the stream cannot keep
+//! up, its queue drops non-key video first (degrade, never stop), and it ends the publish when the
+//! publisher sends far more than the stream's maximum bit rate. The stream's controller receives
+//! the other end, a [`PublishFeed`], and may end the publish at any time (takeover, lost media).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::media::MediaChunk;
+
+/// Bytes of media a publish may have queued before dropping starts (a few seconds of a
+/// high-bit-rate stream).
+const QUEUE_BUDGET: usize = 16 << 20;
+/// The window over which the incoming bit rate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// How far above its maximum bit rate a publisher may go, over the window, before it is cut off.
+const RATE_TOLERANCE: f64 = 2.0;
+
+/// The protocol a publisher uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// RTMP over TCP.
+    Rtmp,
+    /// SRT over UDP.
+    Srt,
+}
+
+impl Protocol {
+    /// Lower-case name, for labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::Srt => "srt",
+        }
+    }
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No stream has this key.
+    #[error("no stream has this key")]
+    UnknownKey,
+    /// The stream already has a publisher and does not allow takeover.
+    #[error("stream {0} already has a publisher")]
+    AlreadyLive(String),
+    /// The origin is stopping.
+    #[error("the origin is stopping")]
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::AlreadyLive(_) => "already_live",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Why a publish ended, from the handler's point of view.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ended {
+    /// The stream's controller ended it (another publisher took over, media timed out, the
+    /// origin is stopping, or the stream refused the media).
+    #[error("the publish was ended: {0}")]
+    ByStream(String),
+    /// The publisher sent far more than the stream's maximum bit rate.
+    #[error("{bps} bit/s is far above the stream's maximum of {max} bit/s")]
+    OverBitrate {
+        /// Measured bit rate.
+        bps: u64,
+        /// The maximum.
+        max: u64,
+    },
+}
+
+/// Counters of one publish, readable while it runs.
+#[derive(Debug, Default)]
+pub struct PublishStats {
+    /// Media bytes received.
+    pub bytes: AtomicU64,
+    /// Video frames received (FLV video tags; for MPEG-TS the controller counts).
+    pub video_frames: AtomicU64,
+    /// Video keyframes received.
+    pub keyframes: AtomicU64,
+    /// Chunks dropped because the stream could not keep up.
+    pub dropped: AtomicU64,
+}
+
+/// Ingest metrics; cheap to clone.
+#[derive(Clone)]
+pub struct IngestMetrics {
+    /// Open ingest connections by protocol.
+    pub connections: IntGaugeVec,
+    /// Connections or publishes refused, by protocol and reason.
+    pub refused: IntCounterVec,
+    /// Media bytes received, by stream and protocol.
+    pub bytes: IntCounterVec,
+    /// Video frames received, by stream.
+    pub frames: IntCounterVec,
+    /// Incoming bit rate over the last 5 s, by stream.
+    pub bitrate: IntGaugeVec,
+    /// Media dropped at ingest, by stream and reason.
+    pub dropped: IntCounterVec,
+    /// Publishes that came back within the grace period, by stream.
+    pub reconnects: IntCounterVec,
+    /// Protocol errors that closed a connection, by protocol and kind.
+    pub errors: IntCounterVec,
+}
+
+impl IngestMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            connections: IntGaugeVec::new(
+                Opts::new("ingest_connections", "Open ingest connections"),
+                &["protocol"],
+            )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "ingest_refused_total",
+                    "Ingest connections or publishes refused",
+                ),
+                &["protocol", "reason"],
+            )?,
+            bytes: IntCounterVec::new(
+                Opts::new("ingest_bytes_total", "Media bytes received"),
+                &["stream", "protocol"],
+            )?,
+            frames: IntCounterVec::new(
+                Opts::new("ingest_video_frames_total", "Video frames received"),
+                &["stream"],
+            )?,
+            bitrate: IntGaugeVec::new(
+                Opts::new("ingest_bitrate_bps", "Incoming bit rate over the last 5 s"),
+                &["stream"],
+            )?,
+            dropped: IntCounterVec::new(
+                Opts::new(
+                    "ingest_dropped_total",
+                    "Media dropped at ingest because the stream could not keep up",
+                ),
+                &["stream", "kind"],
+            )?,
+            reconnects: IntCounterVec::new(
+                Opts::new(
+                    "ingest_reconnects_total",
+                    "Publishers that came back within the grace period",
+                ),
+                &["stream"],
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "ingest_errors_total",
+                    "Protocol errors that closed an ingest connection",
+                ),
+                &["protocol", "kind"],
+            )?,
+        };
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.frames.clone()))?;
+        registry.register(Box::new(m.bitrate.clone()))?;
+        registry.register(Box::new(m.dropped.clone()))?;
+        registry.register(Box::new(m.reconnects.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        Ok(m)
+    }
+}
+
+/// A stream that accepts publishers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestStream {
+    /// The stream's name.
+    pub name: String,
+    /// Its key.
+    pub key: String,
+    /// SRT passphrase, if the stream requires encryption.
+    pub passphrase: Option<String>,
+    /// Maximum sustained incoming bit rate.
+    pub max_bitrate: u64,
+    /// Whether a new publisher replaces the current one.
+    pub takeover: bool,
+}
+
+struct Target {
+    stream: IngestStream,
+    current: Mutex<Option<(u64, CancellationToken)>>,
+    feeds: mpsc::Sender<PublishFeed>,
+}
+
+/// Keys, admission and limits; see the module documentation.
+pub struct IngestHub {
+    targets: HashMap<String, Arc<Target>>,
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+    metrics: IngestMetrics,
+    next_id: AtomicU64,
+    stopping: CancellationToken,
+}
+
+/// Held for the life of an ingest connection; the limit on connections counts these.
+pub struct ConnectionPermit {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl IngestHub {
+    /// A hub for `streams`, allowing `max_connections` ingest connections at once. Each stream's
+    /// publishes are delivered on the matching receiver of the returned map.
+    pub fn new(
+        streams: Vec<IngestStream>,
+        max_connections: usize,
+        metrics: IngestMetrics,
+        stopping: CancellationToken,
+    ) -> (Arc<IngestHub>, HashMap<String, mpsc::Receiver<PublishFeed>>) {
+        let mut targets = HashMap::new();
+        let mut receivers = HashMap::new();
+        for stream in streams {
+            let (tx, rx) = mpsc::channel(4);
+            receivers.insert(stream.name.clone(), rx);
+            targets.insert(
+                stream.key.clone(),
+                Arc::new(Target {
+                    stream,
+                    current: Mutex::new(None),
+                    feeds: tx,
+                }),
+            );
+        }
+        let hub = IngestHub {
+            targets,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            metrics,
+            next_id: AtomicU64::new(1),
+            stopping,
+        };
+        (Arc::new(hub), receivers)
+    }
+
+    /// The metrics, for the protocol handlers' own counters.
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.metrics
+    }
+
+    /// Cancelled when the origin stops; handlers close their connections.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stopping
+    }
+
+    /// Takes a connection slot, or `None` (counted and logged) when the limit is reached.
+    pub fn connection(&self, protocol: Protocol, peer: SocketAddr) -> Option<ConnectionPermit> {
+        match self.connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let gauge = self
+                    .metrics
+                    .connections
+                    .with_label_values(&[protocol.as_str()]);
+                gauge.inc();
+                Some(ConnectionPermit {
+                    _permit: permit,
+                    gauge,
+                })
+            }
+            Err(_) => {
+                self.metrics
+                    .refused
+                    .with_label_values(&[protocol.as_str(), "max_connections"])
+                    .inc();
+                tracing::warn!(protocol = protocol.as_str(), %peer, limit = self.max_connections, "ingest connection refused: too many connections");
+                None
+            }
+        }
+    }
+
+    /// The SRT passphrase for `key`, checked before the SRT handshake completes.
+    pub fn passphrase(&self, key: &str) -> Result<Option<String>, Refusal> {
+        self.targets
+            .get(key)
+            .map(|t| t.stream.passphrase.clone())
+            .ok_or(Refusal::UnknownKey)
+    }
+
+    /// Admits a publisher presenting `key`, or says why not (counted and logged).
+    pub fn admit(
+        &self,
+        protocol: Protocol,
+        key: &str,
+        peer: SocketAddr,
+    ) -> Result<PublishSession, Refusal> {
+        let result = self.try_admit(protocol, key, peer);
+        if let Err(refusal) = &result {
+            self.metrics
+                .refused
+                .with_label_values(&[protocol.as_str(), refusal.label()])
+                .inc();
+            tracing::warn!(protocol = protocol.as_str(), %peer, reason = %refusal, "publish refused");
+        }
+        result
+    }
+
+    fn try_admit(
+        &self,
+        protocol: Protocol,
+        key: &str,
+        peer: SocketAddr,
+    ) -> Result<PublishSession, Refusal> {
+        if self.stopping.is_cancelled() {
+            return Err(Refusal::ShuttingDown);
+        }
+        let target = self.targets.get(key).ok_or(Refusal::UnknownKey)?.clone();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        {
+            let mut current = target.current.lock();
+            if let Some((_, old)) = current.as_ref() {
+                if !target.stream.takeover {
+                    return Err(Refusal::AlreadyLive(target.stream.name.clone()));
+                }
+                tracing::info!(stream = %target.stream.name, %peer, "a new publisher takes over");
+                old.cancel();
+            }
+            *current = Some((id, token.clone()));
+        }
+        let queue = Arc::new(MediaQueue::default());
+        let stats = Arc::new(PublishStats::default());
+        let feed = PublishFeed {
+            id,
+            protocol,
+            peer,
+            stream: target.stream.name.clone(),
+            queue: queue.clone(),
+            stats: stats.clone(),
+            token: token.clone(),
+        };
+        if target.feeds.try_send(feed).is_err() {
+            target.current.lock().take();
+            return Err(Refusal::ShuttingDown);
+        }
+        tracing::info!(stream = %target.stream.name, protocol = protocol.as_str(), %peer, id, "publish accepted");
+        Ok(PublishSession {
+            id,
+            target,
+            queue,
+            stats,
+            token,
+            rate: RateWindow::default(),
+            metrics: self.metrics.clone(),
+            protocol,
+        })
+    }
+}
+
+/// The publisher's side of a publish: push media, learn when it ends.
+pub struct PublishSession {
+    id: u64,
+    target: Arc<Target>,
+    queue: Arc<MediaQueue>,
+    stats: Arc<PublishStats>,
+    token: CancellationToken,
+    rate: RateWindow,
+    metrics: IngestMetrics,
+    protocol: Protocol,
+}
+
+impl PublishSession {
+    /// The stream being published.
+    pub fn stream(&self) -> &str {
+        &self.target.stream.name
+    }
+
+    /// Resolves when the publish is ended from the stream's side; the handler then closes the
+    /// connection.
+    pub async fn ended(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// Hands over one chunk of media. Never blocks; fails once the publish has ended.
+    pub fn push(&mut self, chunk: MediaChunk) -> Result<(), Ended> {
+        if self.token.is_cancelled() {
+            return Err(Ended::ByStream("ended by the stream".into()));
+        }
+        let len = chunk.len() as u64;
+        let name = &self.target.stream.name;
+        self.stats.bytes.fetch_add(len, Ordering::Relaxed);
+        self.metrics
+            .bytes
+            .with_label_values(&[name, self.protocol.as_str()])
+            .inc_by(len);
+        if let MediaChunk::Flv(tag) = &chunk
+            && tag.kind == super::media::TagKind::Video
+            && !tag.is_sequence_header()
+        {
+            self.stats.video_frames.fetch_add(1, Ordering::Relaxed);
+            self.metrics.frames.with_label_values(&[name]).inc();
+            if tag.is_keyframe() {
+                self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let now = Instant::now();
+        let bps = self.rate.add(now, len);
+        if let Some(bps) = bps {
+            self.metrics
+                .bitrate
+                .with_label_values(&[name])
+                .set(bps as i64);
+            let max = self.target.stream.max_bitrate;
+            if bps as f64 > max as f64 * RATE_TOLERANCE {
+                self.token.cancel();
+                return Err(Ended::OverBitrate { bps, max });
+            }
+        }
+        let dropped = self.queue.push(chunk);
+        if dropped > 0 {
+            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.metrics
+                .dropped
+                .with_label_values(&[name, "queue_full"])
+                .inc_by(dropped);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PublishSession {
+    fn drop(&mut self) {
+        self.queue.close();
+        let mut current = self.target.current.lock();
+        if current.as_ref().is_some_and(|(id, _)| *id == self.id) {
+            current.take();
+        }
+    }
+}
+
+/// The stream's side of a publish.
+pub struct PublishFeed {
+    /// Unique for the process's lifetime.
+    pub id: u64,
+    /// RTMP or SRT.
+    pub protocol: Protocol,
+    /// The publisher's address.
+    pub peer: SocketAddr,
+    /// The stream's name.
+    pub stream: String,
+    queue: Arc<MediaQueue>,
+    /// Counters of the publish.
+    pub stats: Arc<PublishStats>,
+    token: CancellationToken,
+}
+
+impl PublishFeed {
+    /// The next chunk; `None` once the publisher is gone and everything was read.
+    pub async fn recv(&self) -> Option<MediaChunk> {
+        self.queue.pop().await
+    }
+
+    /// Ends the publish: the handler closes the publisher's connection.
+    pub fn end(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether the publish was ended from either side.
+    pub fn is_ended(&self) -> bool {
+        self.token.is_cancelled() || self.queue.is_closed()
+    }
+}
+
+impl Drop for PublishFeed {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// A bounded queue of media that never blocks its producer: over budget it drops non-key
+/// video first, then the oldest chunks.
+#[derive(Default)]
+struct MediaQueue {
+    state: Mutex<QueueState>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<MediaChunk>,
+    bytes: usize,
+    closed: bool,
+}
+
+impl MediaQueue {
+    /// Adds `chunk`; returns how many chunks were dropped to make room.
+    fn push(&self, chunk: MediaChunk) -> u64 {
+        let mut dropped = 0;
+        {
+            let mut s = self.state.lock();
+            if s.closed {
+                return 1;
+            }
+            s.bytes += chunk.len();
+            s.items.push_back(chunk);
+            if s.bytes > QUEUE_BUDGET {
+                let before = s.items.len();
+                let mut freed = 0;
+                s.items.retain(|c| {
+                    if c.is_droppable() {
+                        freed += c.len();
+                        false
+                    } else {
+                        true
+                    }
+                });
+                s.bytes -= freed;
+                dropped += (before - s.items.len()) as u64;
+                while s.bytes > QUEUE_BUDGET {
+                    let Some(old) = s.items.pop_front() else {
+                        break;
+                    };
+                    s.bytes -= old.len();
+                    dropped += 1;
+                }
+            }
+        }
+        self.ready.notify_one();
+        dropped
+    }
+
+    async fn pop(&self) -> Option<MediaChunk> {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut s = self.state.lock();
+                if let Some(c) = s.items.pop_front() {
+                    s.bytes -= c.len();
+                    return Some(c);
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+}
+
+/// Bytes per second over the last [`RATE_WINDOW`], in one-second buckets.
+#[derive(Default)]
+struct RateWindow {
+    start: Option<Instant>,
+    buckets: VecDeque<(u64, u64)>,
+}
+
+impl RateWindow {
+    /// Adds `bytes` at `now`; returns the bit rate once a whole window has been seen.
+    fn add(&mut self, now: Instant, bytes: u64) -> Option<u64> {
+        let start = *self.start.get_or_insert(now);
+        let second = now.duration_since(start).as_secs();
+        match self.buckets.back_mut() {
+            Some((s, b)) if *s == second => *b += bytes,
+            _ => self.buckets.push_back((second, bytes)),
+        }
+        let window = RATE_WINDOW.as_secs();
+        while self
+            .buckets
+            .front()
+            .is_some_and(|(s, _)| *s + window <= second)
+        {
+            self.buckets.pop_front();
+        }
+        (second >= window).then(|| self.buckets.iter().map(|(_, b)| b).sum::<u64>() * 8 / window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::ingest::media::{FlvTag, TagKind};
+
+    fn hub(takeover: bool) -> (Arc<IngestHub>, mpsc::Receiver<PublishFeed>) {
+        let metrics = IngestMetrics::register(&Registry::new()).expect("fresh registry");
+        let stream = IngestStream {
+            name: "studio".into(),
+            key: "studio-key".into(),
+            passphrase: None,
+            max_bitrate: 1_000_000,
+            takeover,
+        };
+        let (hub, mut rx) = IngestHub::new(vec![stream], 2, metrics, CancellationToken::new());
+        let feeds = rx.remove("studio").expect("the stream's receiver");
+        (hub, feeds)
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:5000".parse().expect("addr")
+    }
+
+    fn video(key: bool, len: usize) -> MediaChunk {
+        let mut data = vec![if key { 0x17 } else { 0x27 }, 1];
+        data.resize(len, 0);
+        MediaChunk::Flv(FlvTag {
+            kind: TagKind::Video,
+            timestamp: 0,
+            data: Bytes::from(data),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_known_key_is_admitted_and_its_media_reaches_the_stream() {
+        let (hub, mut feeds) = hub(false);
+        let mut session = hub
+            .admit(Protocol::Rtmp, "studio-key", peer())
+            .expect("admitted");
+        assert_eq!(session.stream(), "studio");
+        let feed = feeds.recv().await.expect("a feed");
+        session.push(video(true, 100)).expect("pushed");
+        assert_eq!(feed.recv().await, Some(video(true, 100)));
+        assert_eq!(feed.stats.keyframes.load(Ordering::Relaxed), 1);
+        drop(session);
+        assert_eq!(
+            feed.recv().await,
+            None,
+            "the feed ends when the publisher goes"
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_keys_and_second_publishers_are_refused() {
+        let (hub, _feeds) = hub(false);
+        assert_eq!(
+            hub.admit(Protocol::Srt, "nope", peer()).err(),
+            Some(Refusal::UnknownKey)
+        );
+        let first = hub
+            .admit(Protocol::Rtmp, "studio-key", peer())
+            .expect("admitted");
+        assert!(matches!(
+            hub.admit(Protocol::Srt, "studio-key", peer()),
+            Err(Refusal::AlreadyLive(_))
+        ));
+        drop(first);
+        hub.admit(Protocol::Srt, "studio-key", peer())
+            .expect("free again");
+    }
+
+    #[tokio::test]
+    async fn with_takeover_the_new_publisher_ends_the_old_one() {
+        let (hub, _feeds) = hub(true);
+        let mut first = hub
+            .admit(Protocol::Rtmp, "studio-key", peer())
+            .expect("admitted");
+        let _second = hub
+            .admit(Protocol::Rtmp, "studio-key", peer())
+            .expect("takes over");
+        tokio::time::timeout(Duration::from_secs(1), first.ended())
+            .await
+            .expect("the first is ended");
+        assert!(first.push(video(true, 10)).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_connection_limit_is_enforced() {
+        let (hub, _feeds) = hub(false);
+        let a = hub.connection(Protocol::Rtmp, peer());
+        let b = hub.connection(Protocol::Srt, peer());
+        assert!(a.is_some() && b.is_some());
+        assert!(hub.connection(Protocol::Rtmp, peer()).is_none());
+        drop(a);
+        assert!(hub.connection(Protocol::Rtmp, peer()).is_some());
+    }
+
+    #[test]
+    fn a_full_queue_drops_non_key_video_before_anything_else() {
+        let q = MediaQueue::default();
+        let chunk = QUEUE_BUDGET / 8;
+        assert_eq!(q.push(video(true, chunk)), 0);
+        for _ in 0..6 {
+            assert_eq!(q.push(video(false, chunk)), 0);
+        }
+        let audio = MediaChunk::Flv(FlvTag {
+            kind: TagKind::Audio,
+            timestamp: 0,
+            data: Bytes::from(vec![0xaf; chunk]),
+        });
+        let dropped = q.push(audio.clone()) + q.push(audio);
+        assert_eq!(
+            dropped, 6,
+            "the six non-key frames go, the keyframe and audio stay"
+        );
+        let s = q.state.lock();
+        assert_eq!(s.items.len(), 3);
+        assert!(s.bytes <= QUEUE_BUDGET);
+    }
+
+    #[test]
+    fn the_bit_rate_is_measured_over_five_seconds() {
+        let mut w = RateWindow::default();
+        let t0 = Instant::now();
+        assert_eq!(w.add(t0, 125_000), None);
+        for s in 1..5 {
+            assert_eq!(w.add(t0 + Duration::from_secs(s), 125_000), None);
+        }
+        assert_eq!(w.add(t0 + Duration::from_secs(5), 125_000), Some(1_000_000));
+    }
+
+    #[tokio::test]
+    async fn a_publisher_far_over_the_maximum_bit_rate_is_ended() {
+        let (hub, _feeds) = hub(false);
+        let mut session = hub
+            .admit(Protocol::Rtmp, "studio-key", peer())
+            .expect("admitted");
+        // 10 Mbit/s against a 1 Mbit/s maximum: the window fills in 5 s of wall time, so feed
+        // the window directly with past timestamps.
+        let t0 = Instant::now() - Duration::from_secs(6);
+        for s in 0..5 {
+            session.rate.add(t0 + Duration::from_secs(s), 1_250_000);
+        }
+        let err = session
+            .push(video(true, 1_250_000))
+            .expect_err("over the limit");
+        assert!(
+            matches!(err, Ended::OverBitrate { max: 1_000_000, .. }),
+            "{err}"
+        );
+    }
+}
