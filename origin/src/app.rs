@@ -19,7 +19,7 @@ use crate::config::{OriginConfig, SourceKind, StreamConfig};
 use crate::http::server::{HttpState, serve};
 use crate::metrics::OriginMetrics;
 use crate::stream::Stream;
-use crate::stream::driver::{Anchor, StreamDriver};
+use crate::stream::driver::{Feed, StreamDriver};
 
 /// How long held requests get to receive their final playlists after the streams end.
 const END_GRACE: Duration = Duration::from_millis(500);
@@ -85,8 +85,8 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
         let passthrough =
             job.config.encoder == Encoder::Copy && matches!(job.source, Source::Pipe(_));
         let anchor = match job.source {
-            Source::TestPattern(_) => Anchor::RunStart,
-            Source::Pipe(_) => Anchor::FirstFragment,
+            Source::TestPattern(_) => Feed::Generated,
+            Source::Pipe(_) | Source::Slate(_) => Feed::Published,
         };
         let (tx, rx) = mpsc::channel(1024);
         let supervisor = Supervisor::new(job, transcoder_metrics.clone(), tx, stop.clone());
@@ -104,7 +104,9 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
             passthrough,
             anchor,
         );
-        drivers.push(tokio::spawn(driver.run(rx)));
+        let (driver_tx, driver_rx) = mpsc::channel(1024);
+        tokio::spawn(crate::stream::driver::forward(rx, driver_tx));
+        drivers.push(tokio::spawn(driver.run(driver_rx)));
         supervisors.push(tokio::spawn(supervisor.run()));
         streams.push(stream);
     }

@@ -36,6 +36,8 @@ pub struct OriginMetrics {
     pub packager_repairs: IntCounterVec,
     /// 1 while the stream is live, by stream.
     pub stream_live: IntGaugeVec,
+    /// From a publisher's first media to the first part listed.
+    pub ingest_first_part: Histogram,
 }
 
 impl OriginMetrics {
@@ -112,6 +114,15 @@ impl OriginMetrics {
                 ),
                 &["stream", "rendition", "kind"],
             )?,
+            ingest_first_part: Histogram::with_opts(
+                HistogramOpts::new(
+                    "origin_ingest_first_part_seconds",
+                    "Seconds from a publisher's first media to the first part listed",
+                )
+                .buckets(vec![
+                    0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0,
+                ]),
+            )?,
             stream_live: IntGaugeVec::new(
                 Opts::new("origin_stream_live", "1 while the stream is live"),
                 &["stream"],
@@ -129,6 +140,7 @@ impl OriginMetrics {
         registry.register(Box::new(m.http_refused.clone()))?;
         registry.register(Box::new(m.packager_repairs.clone()))?;
         registry.register(Box::new(m.stream_live.clone()))?;
+        registry.register(Box::new(m.ingest_first_part.clone()))?;
         Ok(m)
     }
 }

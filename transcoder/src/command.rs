@@ -56,6 +56,24 @@ pub enum Source {
     TestPattern(TestPattern),
     /// Media is written to ffmpeg's stdin.
     Pipe(InputFormat),
+    /// A still card with a line of text and silence, generated as fast as possible: what
+    /// viewers see while a broadcaster reconnects.
+    Slate(SlateCard),
+}
+
+/// The still card of [`Source::Slate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlateCard {
+    /// Width of the card.
+    pub width: u32,
+    /// Height of the card.
+    pub height: u32,
+    /// The line of text in the middle.
+    pub text: String,
+    /// Seconds of card to produce.
+    pub duration: f64,
+    /// TrueType font; `None` lets fontconfig choose.
+    pub font: Option<PathBuf>,
 }
 
 /// What one output carries.
@@ -148,11 +166,12 @@ pub fn renditions(config: &TranscoderConfig, source: &Source) -> Vec<RenditionSp
     let mut out = Vec::new();
     let mut fd = FIRST_OUTPUT_FD;
     match (config.encoder, source) {
-        (Encoder::Copy, Source::TestPattern(p)) => {
+        (Encoder::Copy, Source::TestPattern(TestPattern { width, height, .. }))
+        | (Encoder::Copy, Source::Slate(SlateCard { width, height, .. })) => {
             out.push(RenditionSpec {
                 name: "source".to_string(),
                 kind: RenditionKind::Video {
-                    size: Some((p.width, p.height)),
+                    size: Some((*width, *height)),
                 },
                 bitrate: config.ladder.first().map(|r| r.bitrate),
                 output_fd: fd,
@@ -207,13 +226,7 @@ fn filter_value(s: &str) -> String {
 }
 
 fn test_pattern_video(p: &TestPattern, fps: u32) -> String {
-    let font = match &p.font {
-        Some(f) => format!("fontfile={}:", filter_value(&f.to_string_lossy())),
-        None if Path::new(DEFAULT_FONT).exists() => {
-            format!("fontfile={}:", filter_value(DEFAULT_FONT))
-        }
-        None => String::new(),
-    };
+    let font = font_option(&p.font);
     let size = (p.height / 12).max(12);
     format!(
         "testsrc2=size={w}x{h}:rate={fps},drawtext={font}fontsize={size}:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw={b}:x=(w-tw)/2:y=h-th-{m}:text='%{{gmtime\\:%X}} UTC'",
@@ -221,6 +234,28 @@ fn test_pattern_video(p: &TestPattern, fps: u32) -> String {
         h = p.height,
         b = size / 4,
         m = size / 2,
+    )
+}
+
+fn font_option(font: &Option<PathBuf>) -> String {
+    match font {
+        Some(f) => format!("fontfile={}:", filter_value(&f.to_string_lossy())),
+        None if Path::new(DEFAULT_FONT).exists() => {
+            format!("fontfile={}:", filter_value(DEFAULT_FONT))
+        }
+        None => String::new(),
+    }
+}
+
+fn slate_video(card: &SlateCard, fps: u32) -> String {
+    let size = (card.height / 10).max(12);
+    format!(
+        "color=c=0x1d2330:size={w}x{h}:rate={fps},drawtext={font}fontsize={size}:fontcolor=white:x=(w-tw)/2:y=(h-th)/2:text='{text}'",
+        w = card.width,
+        h = card.height,
+        font = font_option(&card.font),
+        // Inside quotes only the quote itself would end the value.
+        text = card.text.replace('\'', ""),
     )
 }
 
@@ -276,6 +311,27 @@ impl TranscodeJob {
                         args.extend(["-t".to_string(), format!("{d}")]);
                     }
                     args.extend([
+                        "-f".to_string(),
+                        "lavfi".to_string(),
+                        "-i".to_string(),
+                        input,
+                    ]);
+                }
+                "1:a"
+            }
+            Source::Slate(card) => {
+                let layout = if c.audio.channels == 1 {
+                    "mono"
+                } else {
+                    "stereo"
+                };
+                for input in [
+                    slate_video(card, c.fps),
+                    format!("anullsrc=r={}:cl={layout}", c.audio.sample_rate),
+                ] {
+                    args.extend([
+                        "-t".to_string(),
+                        format!("{}", card.duration),
                         "-f".to_string(),
                         "lavfi".to_string(),
                         "-i".to_string(),
@@ -437,10 +493,10 @@ impl TranscodeJob {
         let cuda = c.encoder == Encoder::Nvenc;
         let mut head = String::from("[0:v]");
         match (&self.source, cuda) {
-            (Source::TestPattern(_), true) => head.push_str("format=nv12,hwupload_cuda,"),
-            (Source::TestPattern(_), false) | (Source::Pipe(_), false) => {
-                head.push_str(&format!("fps={},", c.fps));
+            (Source::TestPattern(_) | Source::Slate(_), true) => {
+                head.push_str("format=nv12,hwupload_cuda,");
             }
+            (_, false) => head.push_str(&format!("fps={},", c.fps)),
             (Source::Pipe(_), true) => {}
         }
         let labels: String = (0..n).map(|i| format!("[s{i}]")).collect();

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use command_fds::{CommandFdExt, FdMapping};
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -87,8 +86,9 @@ pub enum RunOutcome {
     Stopped,
 }
 
-/// Media written to the child's stdin, for piped sources; shared across runs.
-pub type InputFeed = Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>;
+/// Receives the stdin of each new run, for piped sources: whoever feeds the source writes the
+/// stream's headers again on each new stdin, so a restarted ffmpeg can decode from the start.
+pub type StdinSink = mpsc::Sender<(u64, tokio::process::ChildStdin)>;
 
 /// Supervises the ffmpeg child of one stream.
 pub struct Supervisor {
@@ -97,7 +97,8 @@ pub struct Supervisor {
     metrics: TranscoderMetrics,
     events: mpsc::Sender<SupervisorEvent>,
     stop: CancellationToken,
-    input: Option<InputFeed>,
+    input: Option<StdinSink>,
+    runs: Arc<AtomicU64>,
 }
 
 impl Supervisor {
@@ -116,12 +117,20 @@ impl Supervisor {
             events,
             stop,
             input: None,
+            runs: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Feeds the child's stdin from `input` (for [`crate::command::Source::Pipe`]).
-    pub fn with_input(mut self, input: InputFeed) -> Self {
-        self.input = Some(input);
+    /// Hands each run's stdin to `sink` (for [`crate::command::Source::Pipe`]).
+    pub fn with_input(mut self, sink: StdinSink) -> Self {
+        self.input = Some(sink);
+        self
+    }
+
+    /// Numbers runs from a counter shared with other producers of runs for the same stream,
+    /// so that run numbers never repeat across them.
+    pub fn with_run_counter(mut self, runs: Arc<AtomicU64>) -> Self {
+        self.runs = runs;
         self
     }
 
@@ -135,10 +144,9 @@ impl Supervisor {
         let stream = self.job.stream.clone();
         let policy = self.job.config.restart.clone();
         let mut backoff = Duration::from_secs_f64(policy.initial_backoff);
-        let mut run = 0u64;
         tracing::info!(%stream, command = %self.command.shell_line(), "transcoder command");
         loop {
-            run += 1;
+            let run = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
             let started = Instant::now();
             let ended = self.run_once(run).await;
             self.metrics.up.with_label_values(&[&stream]).set(0);
@@ -286,8 +294,10 @@ impl Supervisor {
                 stderr_tail.clone(),
             )));
         }
-        if let (Some(stdin), Some(input)) = (child.stdin.take(), self.input.clone()) {
-            tasks.push(tokio::spawn(feed_stdin(stdin, input)));
+        if let (Some(stdin), Some(sink)) = (child.stdin.take(), self.input.as_ref())
+            && sink.send((run, stdin)).await.is_err()
+        {
+            tracing::warn!(%stream, run, "nobody feeds the transcoder's input");
         }
 
         let stall = Duration::from_secs_f64(self.job.config.restart.stall_timeout);
@@ -502,17 +512,6 @@ async fn log_stderr(
         }
         tail.push_back(line);
     }
-}
-
-async fn feed_stdin(mut stdin: tokio::process::ChildStdin, input: InputFeed) {
-    let mut input = input.lock().await;
-    while let Some(chunk) = input.recv().await {
-        if stdin.write_all(&chunk).await.is_err() {
-            return;
-        }
-    }
-    // The source ended: closing stdin lets ffmpeg finish.
-    let _ = stdin.shutdown().await;
 }
 
 /// Checks that `encoder` can encode on this machine by encoding one small frame, so that an

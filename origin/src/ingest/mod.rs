@@ -5,11 +5,15 @@
 //!   carries each publisher's media to its stream through a queue that never blocks the
 //!   publisher.
 //! - [`media`] is what publishers send: FLV tags (RTMP) or MPEG-TS bytes (SRT).
+//! - [`flv`] writes RTMP media as the FLV stream ffmpeg reads; [`mpegts`] watches SRT's
+//!   transport stream for frames, keyframes and losses.
 //! - [`rtmp`] terminates RTMP (handshake, chunk stream, AMF0 commands, publish) as sans-IO
 //!   protocol code plus a thin TCP server.
 //! - [`srt`] terminates SRT in listener mode through the system libsrt, keyed by `streamid`.
 
+pub mod flv;
 pub mod hub;
 pub mod media;
+pub mod mpegts;
 pub mod rtmp;
 pub mod srt;

@@ -4,7 +4,7 @@
 //!
 //! Each run of the transcoder is an *epoch*. When its first fragment arrives the driver anchors
 //! the run's media timeline to the wall clock (`anchor` = the wall time of media time
-//! [`MEDIA_TIME_OFFSET_SECS`], see [`Anchor`]) and picks its first media sequence number,
+//! [`MEDIA_TIME_OFFSET_SECS`], see [`Feed`]) and picks its first media sequence number,
 //! `floor(anchor / segment_duration)`, never below the last one published plus one. Segment `k`
 //! of the run is then MSN `base + k` in every rendition, with a program date-time of
 //! `anchor + k × segment_duration`. The log turns any hole left by a restart into gaps and puts
@@ -46,15 +46,17 @@ struct Track {
     reported: SegmenterStats,
 }
 
-/// How a run's media timeline is tied to the wall clock.
+/// What feeds a stream, which decides how its runs' timelines are tied to the wall clock and
+/// how the stream ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Anchor {
-    /// The source is paced by ffmpeg's own clock from the moment it starts (the test pattern):
-    /// media time 0 is when the run started, so program date-times and the publish lag measure
-    /// from when each frame was generated.
-    RunStart,
-    /// The source arrives from outside: media time 0 is when its first fragment arrived.
-    FirstFragment,
+pub enum Feed {
+    /// ffmpeg generates the media (the test pattern), paced by its own clock from the moment it
+    /// starts: media time 0 is when the run started, so program date-times and the publish lag
+    /// count from when each frame was generated; the end of the source ends the stream.
+    Generated,
+    /// A broadcaster publishes it: media time 0 is when a run's first fragment arrived, and the
+    /// stream's controller decides when the stream ends.
+    Published,
 }
 
 /// Turns supervisor events into publications; see the module documentation.
@@ -63,11 +65,52 @@ pub struct StreamDriver {
     clock: Arc<dyn Clock>,
     metrics: OriginMetrics,
     policy: BoundaryPolicy,
-    anchor: Anchor,
+    feed: Feed,
     run: u64,
     run_started: Option<SystemTime>,
     epoch: Option<Epoch>,
     tracks: Vec<Option<Track>>,
+    /// When the media of the current publish started arriving, until its first part is out.
+    media_started: Option<std::time::Instant>,
+}
+
+/// A command from the stream's controller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// The stream entered this state (idle, live, reconnecting).
+    State(Lifecycle),
+    /// A publisher's media started arriving now (to measure ingest-to-playlist delay).
+    MediaStarted(std::time::Instant),
+    /// End the stream: every playlist gets `EXT-X-ENDLIST`.
+    End,
+}
+
+/// What the driver reads, in order: events of the transcoder runs (or slate) and commands of the
+/// controller share one channel so that a command never overtakes the media before it.
+#[derive(Debug)]
+pub enum DriverInput {
+    /// A transcoder (or slate) event.
+    Event(SupervisorEvent),
+    /// A command of the controller.
+    Control(Control),
+}
+
+impl From<SupervisorEvent> for DriverInput {
+    fn from(event: SupervisorEvent) -> Self {
+        DriverInput::Event(event)
+    }
+}
+
+/// Forwards a supervisor's events into a driver's input until either side closes.
+pub async fn forward(
+    mut events: mpsc::Receiver<SupervisorEvent>,
+    driver: mpsc::Sender<DriverInput>,
+) {
+    while let Some(event) = events.recv().await {
+        if driver.send(DriverInput::Event(event)).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl StreamDriver {
@@ -77,7 +120,7 @@ impl StreamDriver {
         clock: Arc<dyn Clock>,
         metrics: OriginMetrics,
         passthrough: bool,
-        anchor: Anchor,
+        feed: Feed,
     ) -> Self {
         let n = stream.renditions().len();
         Self {
@@ -89,18 +132,22 @@ impl StreamDriver {
             } else {
                 BoundaryPolicy::Grid
             },
-            anchor,
+            feed,
             run: 0,
             run_started: None,
             epoch: None,
             tracks: (0..n).map(|_| None).collect(),
+            media_started: None,
         }
     }
 
     /// Handles events until the supervisor's channel closes.
-    pub async fn run(mut self, mut events: mpsc::Receiver<SupervisorEvent>) {
-        while let Some(event) = events.recv().await {
-            self.handle(event);
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<DriverInput>) {
+        while let Some(input) = inputs.recv().await {
+            match input {
+                DriverInput::Event(event) => self.handle(event),
+                DriverInput::Control(control) => self.control(control),
+            }
         }
     }
 
@@ -220,8 +267,8 @@ impl StreamDriver {
     /// media already received).
     fn open_epoch(&mut self, media_secs: f64) {
         let now = self.clock.now();
-        let anchor = match (self.anchor, self.run_started) {
-            (Anchor::RunStart, Some(started)) => started,
+        let anchor = match (self.feed, self.run_started) {
+            (Feed::Generated, Some(started)) => started,
             _ => shift(now, -media_secs),
         };
         let d = self.stream.params().segment_duration;
@@ -352,18 +399,52 @@ impl StreamDriver {
         }
     }
 
-    fn go_live(&self) {
-        if self.stream.state() != Lifecycle::Live {
-            self.stream.update_status(|s| {
-                s.state = Lifecycle::Live;
-                s.since = self.clock.now();
-            });
-            self.metrics
-                .stream_live
-                .with_label_values(&[self.stream.name()])
-                .set(1);
-            tracing::info!(stream = %self.stream.name(), "stream is live");
+    /// The first part of a run is out: the stream is live, unless the controller says it is
+    /// reconnecting (the slate is playing).
+    fn go_live(&mut self) {
+        if let Some(at) = self.media_started.take() {
+            let delay = at.elapsed();
+            self.metrics.ingest_first_part.observe(delay.as_secs_f64());
+            tracing::info!(stream = %self.stream.name(), delay_ms = delay.as_millis() as u64, "first part listed after media arrived");
         }
+        if matches!(
+            self.stream.state(),
+            Lifecycle::Starting | Lifecycle::Restarting
+        ) {
+            self.set_state(Lifecycle::Live);
+        }
+    }
+
+    /// Handles a command of the stream's controller.
+    pub fn control(&mut self, control: Control) {
+        match control {
+            Control::State(state) => self.set_state(state),
+            Control::MediaStarted(at) => self.media_started = Some(at),
+            Control::End => self.end_stream(),
+        }
+    }
+
+    fn set_state(&self, state: Lifecycle) {
+        if self.stream.state() == state {
+            return;
+        }
+        self.stream.update_status(|s| {
+            s.state = state;
+            s.since = self.clock.now();
+        });
+        let live = matches!(state, Lifecycle::Live | Lifecycle::Reconnecting);
+        self.metrics
+            .stream_live
+            .with_label_values(&[self.stream.name()])
+            .set(i64::from(live));
+        tracing::info!(stream = %self.stream.name(), state = ?state, "stream state");
+    }
+
+    fn end_stream(&mut self) {
+        for r in self.stream.renditions() {
+            r.publish(|log| log.end());
+        }
+        self.set_state(Lifecycle::Ended);
     }
 
     fn on_ended(&mut self, outcome: RunOutcome) {
@@ -377,20 +458,11 @@ impl StreamDriver {
         self.epoch = None;
         let now = self.clock.now();
         match outcome {
-            RunOutcome::Finished | RunOutcome::Stopped => {
-                for r in self.stream.renditions() {
-                    r.publish(|log| log.end());
-                }
-                self.stream.update_status(|s| {
-                    s.state = Lifecycle::Ended;
-                    s.since = now;
-                });
-                self.metrics
-                    .stream_live
-                    .with_label_values(&[self.stream.name()])
-                    .set(0);
-                tracing::info!(stream = %self.stream.name(), "stream ended");
+            RunOutcome::Finished | RunOutcome::Stopped if self.feed == Feed::Generated => {
+                self.end_stream()
             }
+            // A publish's run ends when the publisher leaves; the controller decides what next.
+            RunOutcome::Finished | RunOutcome::Stopped => {}
             RunOutcome::Failed { reason, .. } => {
                 self.stream.update_status(|s| {
                     s.state = Lifecycle::Restarting;

@@ -92,7 +92,7 @@ impl Harness {
             clock.clone(),
             metrics,
             false,
-            Anchor::FirstFragment,
+            Feed::Generated,
         );
         Self {
             driver,

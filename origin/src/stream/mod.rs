@@ -29,12 +29,17 @@ use crate::packager::playlist::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
+    /// Waiting for a publisher (streams fed by RTMP or SRT).
+    Idle,
     /// The transcoder is starting; nothing published yet.
     Starting,
     /// Parts are being published.
     Live,
     /// The transcoder died and is being restarted; the playlist resumes after a discontinuity.
     Restarting,
+    /// The publisher is gone; a slate keeps the playlists advancing until it returns or the
+    /// grace period ends.
+    Reconnecting,
     /// The source ended; playlists carry `EXT-X-ENDLIST`.
     Ended,
 }
