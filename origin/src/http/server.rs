@@ -30,7 +30,7 @@ use crate::metrics::OriginMetrics;
 use crate::packager::blocking::{Verdict, part_verdict, playlist_verdict, segment_verdict};
 use crate::packager::log::MediaLog;
 use crate::packager::playlist::Form;
-use crate::stream::{Stream, Waited};
+use crate::stream::{Lifecycle, Stream, Waited};
 
 /// How long open connections get to finish when the server stops.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -255,6 +255,7 @@ async fn master(
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, Response<Body>> {
     let stream = lookup(state, name)?;
+    idle_check(stream)?;
     let deadline = tokio::time::Instant::now() + stream.params().blocking_timeout();
     match stream.wait_master(deadline).await {
         Some(body) => {
@@ -263,6 +264,23 @@ async fn master(
         }
         None => Err(unavailable("the stream's renditions are not ready yet")),
     }
+}
+
+/// A stream that has never had a publisher has no playlists to wait for: 404 at once.
+fn idle_check(stream: &Stream) -> Result<(), Response<Body>> {
+    let never_published = stream.state() == Lifecycle::Idle
+        && stream
+            .renditions()
+            .iter()
+            .all(|r| r.with_log(|log| !log.has_playlist()));
+    if never_published {
+        return Err(respond::text(
+            StatusCode::NOT_FOUND,
+            &format!("stream {:?} has no publisher", stream.name()),
+            ERROR_CACHE,
+        ));
+    }
+    Ok(())
 }
 
 fn unavailable(reason: &str) -> Response<Body> {
@@ -342,6 +360,7 @@ async fn media_playlist(
 ) -> Result<Response<Body>, Response<Body>> {
     let stream = lookup(state, name)?;
     let index = lookup_rendition(stream, rendition)?;
+    idle_check(stream)?;
     let demand = directives.demand();
     let limits = stream.limits();
     let waited = wait(state, stream, index, |log| {

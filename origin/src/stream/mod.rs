@@ -6,7 +6,9 @@
 //! for publications through a `watch` channel per rendition, so a held request wakes on the
 //! publication event itself, never on a timer.
 
+pub mod controller;
 pub mod driver;
+pub mod slate;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
@@ -60,6 +62,48 @@ pub struct StreamStatus {
     pub transcoder_speed: Option<f64>,
     /// The transcoder's last reported frames per second.
     pub transcoder_fps: Option<f64>,
+    /// The current publisher, for streams that broadcasters publish.
+    pub ingest: Option<IngestStatus>,
+    /// Publishers that came back within the grace period.
+    pub reconnects: u64,
+}
+
+/// The publisher of a stream and what it sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IngestStatus {
+    /// RTMP or SRT.
+    pub protocol: crate::ingest::hub::Protocol,
+    /// The publisher's address.
+    pub peer: String,
+    /// When the publish started.
+    #[serde(serialize_with = "rfc3339")]
+    pub since: SystemTime,
+    /// Incoming bit rate over the last second.
+    pub bitrate_bps: u64,
+    /// Incoming video frames per second over the last second.
+    pub fps: f64,
+    /// Media bytes received.
+    pub bytes: u64,
+    /// Video frames received.
+    pub video_frames: u64,
+    /// Chunks dropped because the stream could not keep up.
+    pub dropped: u64,
+}
+
+impl IngestStatus {
+    /// A publish that just started.
+    pub fn new(protocol: crate::ingest::hub::Protocol, peer: String, since: SystemTime) -> Self {
+        Self {
+            protocol,
+            peer,
+            since,
+            bitrate_bps: 0,
+            fps: 0.0,
+            bytes: 0,
+            video_frames: 0,
+            dropped: 0,
+        }
+    }
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -225,6 +269,8 @@ impl Stream {
                 last_error: None,
                 transcoder_speed: None,
                 transcoder_fps: None,
+                ingest: None,
+                reconnects: 0,
             }),
             master: Mutex::new(None),
             tracks: watch::channel(0).0,
@@ -274,7 +320,8 @@ impl Stream {
         self.status.lock().state
     }
 
-    fn update_status(&self, f: impl FnOnce(&mut StreamStatus)) {
+    /// Changes the status.
+    pub fn update_status(&self, f: impl FnOnce(&mut StreamStatus)) {
         f(&mut self.status.lock());
     }
 
