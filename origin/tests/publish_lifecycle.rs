@@ -1,0 +1,273 @@
+//! A published stream's lifecycle, driven through the ingest hub with real FLV from ffmpeg:
+//! live, publisher lost (the slate keeps the playlists advancing), publisher back (a
+//! discontinuity and a new init segment), and the grace period running out (ENDLIST).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use corral_origin::clock::SystemClock;
+use corral_origin::ingest::hub::{
+    IngestHub, IngestMetrics, IngestStream, Protocol, PublishSession,
+};
+use corral_origin::ingest::media::{FlvTag, MediaChunk, TagKind};
+use corral_origin::metrics::OriginMetrics;
+use corral_origin::packager::params::LlhlsParams;
+use corral_origin::packager::playlist::Form;
+use corral_origin::stream::controller::{ControllerSettings, PublishController};
+use corral_origin::stream::driver::{Feed, StreamDriver};
+use corral_origin::stream::slate::SlateClip;
+use corral_origin::stream::{Lifecycle, Stream};
+use corral_transcoder::command::{InputFormat, SlateCard, Source, TranscodeJob};
+use corral_transcoder::config::{Bitrate, TranscoderConfig, VideoRung};
+use corral_transcoder::metrics::TranscoderMetrics;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Three seconds of 320x180 H.264 + AAC as FLV tags, from a real ffmpeg.
+fn flv_tags() -> Vec<FlvTag> {
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-t",
+            "3",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30",
+        ])
+        .args(["-t", "3", "-f", "lavfi", "-i", "sine=sample_rate=48000"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = out.stdout;
+    let mut tags = Vec::new();
+    let mut pos = 13;
+    while pos + 11 <= data.len() {
+        let kind = match data[pos] {
+            8 => TagKind::Audio,
+            9 => TagKind::Video,
+            _ => TagKind::Script,
+        };
+        let size = usize::from(data[pos + 1]) << 16
+            | usize::from(data[pos + 2]) << 8
+            | usize::from(data[pos + 3]);
+        let ts = u32::from(data[pos + 4]) << 16
+            | u32::from(data[pos + 5]) << 8
+            | u32::from(data[pos + 6])
+            | u32::from(data[pos + 7]) << 24;
+        let body = Bytes::copy_from_slice(&data[pos + 11..pos + 11 + size]);
+        tags.push(FlvTag {
+            kind,
+            timestamp: ts,
+            data: body,
+        });
+        pos += 11 + size + 4;
+    }
+    tags
+}
+
+/// Pushes `tags` at their own pace (their timestamps against the wall clock).
+async fn publish(session: &mut PublishSession, tags: &[FlvTag]) {
+    let started = Instant::now();
+    for tag in tags {
+        let due = started + Duration::from_millis(u64::from(tag.timestamp));
+        tokio::time::sleep_until(due.into()).await;
+        session
+            .push(MediaChunk::Flv(tag.clone()))
+            .expect("the publish goes on");
+    }
+}
+
+async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn playlist(stream: &Stream) -> String {
+    String::from_utf8(stream.media_playlist(0, Form::Full).body.to_vec()).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_publisher_gets_a_slate_then_a_discontinuity_when_back_and_an_end_after_grace() {
+    let template = TranscodeJob {
+        stream: "studio".into(),
+        source: Source::Pipe(InputFormat::Flv),
+        config: TranscoderConfig {
+            ladder: vec![VideoRung {
+                name: "180p".into(),
+                width: 320,
+                height: 180,
+                bitrate: Bitrate(300_000),
+            }],
+            x264_preset: "ultrafast".into(),
+            ..TranscoderConfig::default()
+        },
+        segment_duration: 1.0,
+        unpaced: false,
+    };
+    let params = LlhlsParams {
+        segment_duration: 1.0,
+        part_target: 0.33334,
+        playlist_segments: 12,
+        retained_segments: 4,
+    };
+    let stream = Stream::new(
+        "studio",
+        "publish",
+        params,
+        30,
+        &template.command().renditions,
+    );
+    let registry = prometheus::Registry::new();
+    let origin_metrics = OriginMetrics::register(&registry).expect("metrics");
+    let ingest_metrics = IngestMetrics::register(&registry).expect("metrics");
+    let transcoder_metrics = TranscoderMetrics::register(&registry).expect("metrics");
+    let stop = CancellationToken::new();
+    let ingest = IngestStream {
+        name: "studio".into(),
+        key: "studio-key".into(),
+        passphrase: None,
+        max_bitrate: 20_000_000,
+        takeover: false,
+    };
+    let (hub, mut feeds) = IngestHub::new(vec![ingest], 8, ingest_metrics.clone(), stop.clone());
+    let card = SlateCard {
+        width: 320,
+        height: 180,
+        text: "Reconnecting...".into(),
+        duration: 1.0,
+        font: None,
+    };
+    let clip = SlateClip::generate(&template, card)
+        .await
+        .expect("the slate encodes");
+    let (_slate_tx, slate_rx) = watch::channel(Some(Arc::new(clip)));
+    let (driver_tx, driver_rx) = mpsc::channel(1024);
+    let driver = StreamDriver::new(
+        stream.clone(),
+        Arc::new(SystemClock),
+        origin_metrics,
+        false,
+        Feed::Published,
+    );
+    let controller = PublishController::new(
+        stream.clone(),
+        template,
+        feeds.remove("studio").expect("receiver"),
+        driver_tx,
+        slate_rx,
+        transcoder_metrics,
+        ingest_metrics.clone(),
+        ControllerSettings {
+            media_timeout: Duration::from_secs(1),
+            reconnect_grace: Duration::from_secs(4),
+            keyframe_timeout: Duration::from_secs(5),
+        },
+        stop.clone(),
+    );
+    let driver_task = tokio::spawn(driver.run(driver_rx));
+    let controller_task = tokio::spawn(controller.run());
+    until("idle", Duration::from_secs(5), || {
+        stream.state() == Lifecycle::Idle
+    })
+    .await;
+
+    let tags = flv_tags();
+    let peer = "127.0.0.1:4000".parse().expect("addr");
+    let mut session = hub
+        .admit(Protocol::Rtmp, "studio-key", peer)
+        .expect("admitted");
+    publish(&mut session, &tags).await;
+    until("live with a segment", Duration::from_secs(10), || {
+        stream.state() == Lifecycle::Live && playlist(&stream).contains("#EXTINF")
+    })
+    .await;
+    assert!(stream.status().ingest.is_some_and(|i| i.bytes > 0));
+
+    // The publisher goes: the slate keeps the playlist advancing after a discontinuity.
+    drop(session);
+    until("reconnecting on the slate", Duration::from_secs(10), || {
+        stream.state() == Lifecycle::Reconnecting
+            && playlist(&stream).contains("#EXT-X-DISCONTINUITY")
+    })
+    .await;
+    let during = playlist(&stream)
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = playlist(&stream)
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .count();
+    assert!(
+        later > during || playlist(&stream).matches("#EXTINF").count() > 1,
+        "the slate keeps adding parts"
+    );
+    assert!(!playlist(&stream).contains("#EXT-X-ENDLIST"));
+
+    // It comes back: another discontinuity and a new init segment, then live again.
+    let maps_before = playlist(&stream).matches("#EXT-X-MAP").count();
+    let mut session = hub
+        .admit(Protocol::Rtmp, "studio-key", peer)
+        .expect("admitted again");
+    publish(&mut session, &tags).await;
+    until("live again", Duration::from_secs(10), || {
+        stream.state() == Lifecycle::Live
+    })
+    .await;
+    let text = playlist(&stream);
+    assert!(
+        text.matches("#EXT-X-DISCONTINUITY\n").count() >= 2,
+        "{text}"
+    );
+    assert!(text.matches("#EXT-X-MAP").count() > maps_before, "{text}");
+    assert_eq!(stream.status().reconnects, 1);
+    assert_eq!(
+        ingest_metrics
+            .reconnects
+            .with_label_values(&["studio"])
+            .get(),
+        1
+    );
+
+    // It goes for good: after the grace period the stream ends.
+    drop(session);
+    until("ended", Duration::from_secs(15), || {
+        stream.state() == Lifecycle::Ended
+    })
+    .await;
+    let text = playlist(&stream);
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+    assert!(!text.contains("PRELOAD-HINT"));
+
+    stop.cancel();
+    controller_task.await.expect("controller stops");
+    drop(hub);
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver_task).await;
+}
