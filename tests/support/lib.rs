@@ -35,6 +35,111 @@ pub fn free_port() -> u16 {
         .expect("an ephemeral port")
 }
 
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// A real ffmpeg publisher (test pattern and tone), killed by PID on drop.
+pub struct Publisher {
+    child: Child,
+    /// When it was started.
+    pub started: Instant,
+}
+
+impl Publisher {
+    /// Publishes a 320x180 test pattern with a tone to `url` (`rtmp://...` or `srt://...`),
+    /// in real time, for `seconds` (or until dropped). `extra` goes before the output.
+    pub fn start(url: &str, seconds: Option<u32>, extra: &[&str]) -> Publisher {
+        let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin"]
+            .map(String::from)
+            .to_vec();
+        for input in [
+            "testsrc2=size=320x180:rate=30",
+            "sine=frequency=440:sample_rate=48000",
+        ] {
+            args.push("-re".into());
+            if let Some(s) = seconds {
+                args.extend(["-t".to_string(), s.to_string()]);
+            }
+            args.extend(["-f", "lavfi", "-i", input].map(String::from));
+        }
+        args.extend(
+            [
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "30",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+            ]
+            .map(String::from),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let format = if url.starts_with("srt://") {
+            "mpegts"
+        } else {
+            "flv"
+        };
+        args.extend(["-f".to_string(), format.to_string(), url.to_string()]);
+        let child = Command::new("ffmpeg")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ffmpeg starts");
+        Publisher {
+            child,
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits up to `limit` for the publisher to exit; returns its exit status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it at once (SIGKILL), as a crashed encoder or a pulled cable would end it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The value of a Prometheus sample (`name{labels} value`) in `text`, 0 when absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A scratch directory removed on drop.
 pub struct Scratch(pub PathBuf);
 

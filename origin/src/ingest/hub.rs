@@ -432,6 +432,11 @@ impl PublishSession {
             let max = self.target.stream.max_bitrate;
             if bps as f64 > max as f64 * RATE_TOLERANCE {
                 self.token.cancel();
+                self.metrics
+                    .errors
+                    .with_label_values(&[self.protocol.as_str(), "over_bitrate"])
+                    .inc();
+                tracing::warn!(stream = %name, protocol = self.protocol.as_str(), bps, max, "publish ended: the incoming bit rate is far above the stream's maximum");
                 return Err(Ended::OverBitrate { bps, max });
             }
         }
