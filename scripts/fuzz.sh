@@ -5,7 +5,8 @@
 #   FUZZ_SECONDS=30 scripts/fuzz.sh    # 30 s per target
 #   FUZZ_SANITIZER=none scripts/fuzz.sh
 #
-# Targets: fmp4_reader (transcoder/fuzz), request_parse and playlist_writer (origin/fuzz).
+# Targets: fmp4_reader (transcoder/fuzz), request_parse, playlist_writer, srt_streamid and
+# rtmp_session (origin/fuzz).
 # Each runs on the gitignored corpus directory <crate>/fuzz/corpus/<target>, which keeps what
 # earlier runs found and is seeded on every run (fmp4_reader from the ffmpeg fixtures in
 # transcoder/tests/fixtures). Crashing inputs land in <crate>/fuzz/artifacts/<target>/; reproduce
@@ -65,6 +66,121 @@ seed_playlist_writer() {
     :
 }
 
+# Seeds for srt_streamid: the stream ids SRT callers send, plain and access-control forms.
+seed_srt_streamid() {
+    local dir="$1" i=0 id
+    for id in \
+        'studio-key' \
+        '#!::r=studio,m=publish,s=studio-key' \
+        '#!::s=studio-key,u=alice,h=example.com,t=stream' \
+        '#!::r=studio-key' \
+        '#!::m=request,s=studio-key' \
+        '#!::x-custom=1,s=k=with=equals' \
+        '#!:{r=studio}'; do
+        printf '%s' "$id" >"$dir/seed-$i"
+        i=$((i + 1))
+    done
+}
+
+# The helpers below write RTMP bytes for the rtmp_session seeds.
+
+# rtmp_u24 N: a 24-bit big-endian number.
+rtmp_u24() {
+    printf "\\x$(printf %02x $(($1 >> 16 & 255)))\\x$(printf %02x $(($1 >> 8 & 255)))\\x$(printf %02x $(($1 & 255)))"
+}
+
+# amf_string S: an AMF0 string.
+amf_string() {
+    printf '\x02'
+    amf_key "$1"
+}
+
+# amf_key S: a property name (a string without its marker).
+amf_key() {
+    printf "\\x$(printf %02x $((${#1} >> 8)))\\x$(printf %02x $((${#1} & 255)))%s" "$1"
+}
+
+# amf_number HEX: an AMF0 number given by the leading hex digits of its IEEE double (the rest
+# are zero, which is enough for the small whole numbers used here: 3ff = 1, 4 = 2, 4008 = 3...).
+amf_number() {
+    local hex="$1" i
+    while ((${#hex} < 16)); do hex="${hex}0"; done
+    printf '\x00'
+    for ((i = 0; i < 16; i += 2)); do printf "\\x${hex:i:2}"; done
+}
+
+# rtmp_message CSID TYPE STREAM_ID TIMESTAMP FILE: FILE's bytes as one format 0 chunk (the seeds
+# raise the chunk size to 4096 first, and every message fits).
+rtmp_message() {
+    printf "\\x$(printf %02x "$1")"
+    rtmp_u24 "$4"
+    rtmp_u24 "$(wc -c <"$5")"
+    printf "\\x$(printf %02x "$2")\\x$(printf %02x "$3")\\x00\\x00\\x00"
+    cat "$5"
+}
+
+# rtmp_publish KEY: a client's handshake and OBS-style publish under KEY: connect,
+# releaseStream, FCPublish, createStream, publish, @setDataFrame, sequence headers, frames, a
+# ping, FCUnpublish and deleteStream.
+rtmp_publish() {
+    local key="$1" body
+    body="$(mktemp)"
+    # C0, C1 and C2: the server reads only the version byte.
+    printf '\x03'
+    head -c 3072 /dev/zero
+    printf '\x00\x00\x10\x00' >"$body"
+    rtmp_message 2 1 0 0 "$body"
+    { amf_string connect; amf_number 3ff; printf '\x03'
+      amf_key app; amf_string live; amf_key type; amf_string nonprivate
+      amf_key tcUrl; amf_string rtmp://127.0.0.1:1935/live; printf '\x00\x00\x09'; } >"$body"
+    rtmp_message 3 20 0 0 "$body"
+    { amf_string releaseStream; amf_number 4; printf '\x05'; amf_string "$key"; } >"$body"
+    rtmp_message 3 20 0 0 "$body"
+    { amf_string FCPublish; amf_number 4008; printf '\x05'; amf_string "$key"; } >"$body"
+    rtmp_message 3 20 0 0 "$body"
+    { amf_string createStream; amf_number 401; printf '\x05'; } >"$body"
+    rtmp_message 3 20 0 0 "$body"
+    { amf_string publish; amf_number 4014; printf '\x05'; amf_string "$key?token=1"
+      amf_string live; } >"$body"
+    rtmp_message 8 20 1 0 "$body"
+    { amf_string @setDataFrame; amf_string onMetaData; printf '\x08\x00\x00\x00\x02'
+      amf_key width; amf_number 4074; amf_key height; amf_number 40668
+      printf '\x00\x00\x09'; } >"$body"
+    rtmp_message 4 18 1 0 "$body"
+    printf '\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x04\x67\x64\x00\x1f\x01\x00\x02\x68\xee' >"$body"
+    rtmp_message 6 9 1 0 "$body"
+    printf '\xaf\x00\x12\x10' >"$body"
+    rtmp_message 4 8 1 0 "$body"
+    printf '\x17\x01\x00\x00\x00\x00\x00\x00\x05\x65\x88\x84\x00\x10' >"$body"
+    rtmp_message 6 9 1 0 "$body"
+    printf '\xaf\x01\x21\x10\x04\x60' >"$body"
+    rtmp_message 4 8 1 23 "$body"
+    printf '\x27\x01\x00\x00\x00\x00\x00\x00\x03\x41\x9a\x02' >"$body"
+    rtmp_message 6 9 1 33 "$body"
+    printf '\x00\x06\x00\x00\x00\x2a' >"$body"
+    rtmp_message 2 4 0 0 "$body"
+    { amf_string FCUnpublish; amf_number 4018; printf '\x05'; amf_string "$key"; } >"$body"
+    rtmp_message 3 20 0 0 "$body"
+    { amf_string deleteStream; amf_number 401c; printf '\x05'; amf_number 3ff; } >"$body"
+    rtmp_message 3 20 0 0 "$body"
+    rm -f "$body"
+}
+
+# Seeds for rtmp_session: the first byte chooses how the rest is cut into reads (as for
+# fmp4_reader), then a whole publish; one is accepted, one refused (the target refuses the key
+# "reject").
+seed_rtmp_session() {
+    local dir="$1" key selector session
+    session="$(mktemp)"
+    for key in studio-key reject; do
+        rtmp_publish "$key" >"$session"
+        for selector in 00 01 07 40 ff; do
+            { printf "\\x${selector}"; cat "$session"; } >"$dir/seed-$key-$selector"
+        done
+    done
+    rm -f "$session"
+}
+
 failed=()
 broken=()
 
@@ -101,6 +217,8 @@ run_target() {
 run_target transcoder fmp4_reader
 run_target origin request_parse -max_len=8192
 run_target origin playlist_writer
+run_target origin srt_streamid -max_len=1024
+run_target origin rtmp_session -max_len=16384
 
 echo
 if ((${#broken[@]} > 0)); then

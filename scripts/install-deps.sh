@@ -12,6 +12,8 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -d /etc/ssl/certs ] || need+=(ca-certificates)
+[ -f /usr/include/srt/srt.h ] || need+=(libsrt-gnutls-dev)
+command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "deps: cargo is missing: install Rust with rustup (https://rustup.rs) and run this again" >&2

@@ -251,13 +251,45 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Starts the RTMP and SRT listeners that are enabled.
+/// Starts the RTMP and SRT listeners that are enabled; a port that cannot be bound stops the
+/// origin at start-up.
 async fn start_ingest(
     config: &OriginConfig,
     hub: Arc<IngestHub>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let _ = (config, hub);
-    Ok(Vec::new())
+    let ingest = &config.ingest;
+    let handshake_timeout = Duration::from_secs_f64(ingest.handshake_timeout);
+    let media_timeout = Duration::from_secs_f64(ingest.media_timeout);
+    let mut tasks = Vec::new();
+    if ingest.rtmp.enabled {
+        let listener = TcpListener::bind(ingest.rtmp.listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on ingest.rtmp.listen {}", ingest.rtmp.listen)
+            })?;
+        tracing::info!(addr = %ingest.rtmp.listen, "RTMP ingest listening");
+        tasks.push(tokio::spawn(crate::ingest::rtmp::serve(
+            listener,
+            hub.clone(),
+            ingest.rtmp.max_message_bytes,
+            handshake_timeout,
+            media_timeout,
+        )));
+    }
+    if ingest.srt.enabled {
+        let task = crate::ingest::srt::serve(
+            ingest.srt.listen,
+            hub,
+            ingest.srt.latency_ms,
+            handshake_timeout,
+            media_timeout,
+        )
+        .await
+        .with_context(|| format!("cannot listen on ingest.srt.listen {}", ingest.srt.listen))?;
+        tracing::info!(addr = %ingest.srt.listen, "SRT ingest listening");
+        tasks.push(task);
+    }
+    Ok(tasks)
 }
 
 async fn wait_for_signal() {

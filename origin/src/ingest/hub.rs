@@ -306,6 +306,20 @@ impl IngestHub {
             .ok_or(Refusal::UnknownKey)
     }
 
+    /// Whether a publish with `key` would be admitted now (a known key, and the stream free or
+    /// open to takeover), so a protocol can refuse during its handshake. Admission itself
+    /// still happens in [`IngestHub::admit`].
+    pub fn precheck(&self, key: &str) -> Result<(), Refusal> {
+        if self.stopping.is_cancelled() {
+            return Err(Refusal::ShuttingDown);
+        }
+        let target = self.targets.get(key).ok_or(Refusal::UnknownKey)?;
+        if !target.stream.takeover && target.current.lock().is_some() {
+            return Err(Refusal::AlreadyLive(target.stream.name.clone()));
+        }
+        Ok(())
+    }
+
     /// Admits a publisher presenting `key`, or says why not (counted and logged).
     pub fn admit(
         &self,
@@ -398,6 +412,11 @@ impl PublishSession {
     /// connection.
     pub async fn ended(&self) {
         self.token.cancelled().await;
+    }
+
+    /// Whether the publish was ended from the stream's side.
+    pub fn is_ended(&self) -> bool {
+        self.token.is_cancelled()
     }
 
     /// Hands over one chunk of media. Never blocks; fails once the publish has ended.

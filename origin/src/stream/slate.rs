@@ -158,20 +158,18 @@ pub async fn play(
         .map(|t| (0, MEDIA_TIME_OFFSET_SECS * u64::from(t.timescale)))
         .collect();
     let started = tokio::time::Instant::now();
-    loop {
-        // The track whose next sample is due first, in seconds of media after the offset.
-        let Some((rendition, due)) = clip
-            .tracks
+    // The track whose next sample is due first, in seconds of media after the offset.
+    let next = |cursors: &[(usize, u64)]| {
+        clip.tracks
             .iter()
-            .zip(&cursors)
+            .zip(cursors)
             .map(|(t, (_, dts))| {
                 *dts as f64 / f64::from(t.timescale) - MEDIA_TIME_OFFSET_SECS as f64
             })
             .enumerate()
             .min_by(|a, b| a.1.total_cmp(&b.1))
-        else {
-            break;
-        };
+    };
+    while let Some((rendition, due)) = next(&cursors) {
         // A sample is published when it ends, as a live encoder would emit it.
         let track = &clip.tracks[rendition];
         let end = due + f64::from(track.sample_duration) / f64::from(track.timescale);
