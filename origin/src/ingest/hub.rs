@@ -8,24 +8,20 @@
 //! publisher sends far more than the stream's maximum bit rate. The stream's controller receives
 //! the other end, a [`PublishFeed`], and may end the publish at any time (takeover, lost media).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::media::MediaChunk;
+pub use super::metrics::IngestMetrics;
+use super::queue::{MediaQueue, RateWindow};
 
-/// Bytes of media a publish may have queued before dropping starts (a few seconds of a
-/// high-bit-rate stream).
-const QUEUE_BUDGET: usize = 16 << 20;
-/// The window over which the incoming bit rate is measured.
-const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// How far above its maximum bit rate a publisher may go, over the window, before it is cut off.
 const RATE_TOLERANCE: f64 = 2.0;
 
@@ -102,88 +98,6 @@ pub struct PublishStats {
     pub keyframes: AtomicU64,
     /// Chunks dropped because the stream could not keep up.
     pub dropped: AtomicU64,
-}
-
-/// Ingest metrics; cheap to clone.
-#[derive(Clone)]
-pub struct IngestMetrics {
-    /// Open ingest connections by protocol.
-    pub connections: IntGaugeVec,
-    /// Connections or publishes refused, by protocol and reason.
-    pub refused: IntCounterVec,
-    /// Media bytes received, by stream and protocol.
-    pub bytes: IntCounterVec,
-    /// Video frames received, by stream.
-    pub frames: IntCounterVec,
-    /// Incoming bit rate over the last 5 s, by stream.
-    pub bitrate: IntGaugeVec,
-    /// Media dropped at ingest, by stream and reason.
-    pub dropped: IntCounterVec,
-    /// Publishes that came back within the grace period, by stream.
-    pub reconnects: IntCounterVec,
-    /// Protocol errors that closed a connection, by protocol and kind.
-    pub errors: IntCounterVec,
-}
-
-impl IngestMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let m = Self {
-            connections: IntGaugeVec::new(
-                Opts::new("ingest_connections", "Open ingest connections"),
-                &["protocol"],
-            )?,
-            refused: IntCounterVec::new(
-                Opts::new(
-                    "ingest_refused_total",
-                    "Ingest connections or publishes refused",
-                ),
-                &["protocol", "reason"],
-            )?,
-            bytes: IntCounterVec::new(
-                Opts::new("ingest_bytes_total", "Media bytes received"),
-                &["stream", "protocol"],
-            )?,
-            frames: IntCounterVec::new(
-                Opts::new("ingest_video_frames_total", "Video frames received"),
-                &["stream"],
-            )?,
-            bitrate: IntGaugeVec::new(
-                Opts::new("ingest_bitrate_bps", "Incoming bit rate over the last 5 s"),
-                &["stream"],
-            )?,
-            dropped: IntCounterVec::new(
-                Opts::new(
-                    "ingest_dropped_total",
-                    "Media dropped at ingest because the stream could not keep up",
-                ),
-                &["stream", "kind"],
-            )?,
-            reconnects: IntCounterVec::new(
-                Opts::new(
-                    "ingest_reconnects_total",
-                    "Publishers that came back within the grace period",
-                ),
-                &["stream"],
-            )?,
-            errors: IntCounterVec::new(
-                Opts::new(
-                    "ingest_errors_total",
-                    "Protocol errors that closed an ingest connection",
-                ),
-                &["protocol", "kind"],
-            )?,
-        };
-        registry.register(Box::new(m.connections.clone()))?;
-        registry.register(Box::new(m.refused.clone()))?;
-        registry.register(Box::new(m.bytes.clone()))?;
-        registry.register(Box::new(m.frames.clone()))?;
-        registry.register(Box::new(m.bitrate.clone()))?;
-        registry.register(Box::new(m.dropped.clone()))?;
-        registry.register(Box::new(m.reconnects.clone()))?;
-        registry.register(Box::new(m.errors.clone()))?;
-        Ok(m)
-    }
 }
 
 /// A stream that accepts publishers.
@@ -520,116 +434,13 @@ impl Drop for PublishFeed {
     }
 }
 
-/// A bounded queue of media that never blocks its producer: over budget it drops non-key
-/// video first, then the oldest chunks.
-#[derive(Default)]
-struct MediaQueue {
-    state: Mutex<QueueState>,
-    ready: Notify,
-}
-
-#[derive(Default)]
-struct QueueState {
-    items: VecDeque<MediaChunk>,
-    bytes: usize,
-    closed: bool,
-}
-
-impl MediaQueue {
-    /// Adds `chunk`; returns how many chunks were dropped to make room.
-    fn push(&self, chunk: MediaChunk) -> u64 {
-        let mut dropped = 0;
-        {
-            let mut s = self.state.lock();
-            if s.closed {
-                return 1;
-            }
-            s.bytes += chunk.len();
-            s.items.push_back(chunk);
-            if s.bytes > QUEUE_BUDGET {
-                let before = s.items.len();
-                let mut freed = 0;
-                s.items.retain(|c| {
-                    if c.is_droppable() {
-                        freed += c.len();
-                        false
-                    } else {
-                        true
-                    }
-                });
-                s.bytes -= freed;
-                dropped += (before - s.items.len()) as u64;
-                while s.bytes > QUEUE_BUDGET {
-                    let Some(old) = s.items.pop_front() else {
-                        break;
-                    };
-                    s.bytes -= old.len();
-                    dropped += 1;
-                }
-            }
-        }
-        self.ready.notify_one();
-        dropped
-    }
-
-    async fn pop(&self) -> Option<MediaChunk> {
-        loop {
-            let notified = self.ready.notified();
-            {
-                let mut s = self.state.lock();
-                if let Some(c) = s.items.pop_front() {
-                    s.bytes -= c.len();
-                    return Some(c);
-                }
-                if s.closed {
-                    return None;
-                }
-            }
-            notified.await;
-        }
-    }
-
-    fn close(&self) {
-        self.state.lock().closed = true;
-        self.ready.notify_one();
-    }
-
-    fn is_closed(&self) -> bool {
-        self.state.lock().closed
-    }
-}
-
-/// Bytes per second over the last [`RATE_WINDOW`], in one-second buckets.
-#[derive(Default)]
-struct RateWindow {
-    start: Option<Instant>,
-    buckets: VecDeque<(u64, u64)>,
-}
-
-impl RateWindow {
-    /// Adds `bytes` at `now`; returns the bit rate once a whole window has been seen.
-    fn add(&mut self, now: Instant, bytes: u64) -> Option<u64> {
-        let start = *self.start.get_or_insert(now);
-        let second = now.duration_since(start).as_secs();
-        match self.buckets.back_mut() {
-            Some((s, b)) if *s == second => *b += bytes,
-            _ => self.buckets.push_back((second, bytes)),
-        }
-        let window = RATE_WINDOW.as_secs();
-        while self
-            .buckets
-            .front()
-            .is_some_and(|(s, _)| *s + window <= second)
-        {
-            self.buckets.pop_front();
-        }
-        (second >= window).then(|| self.buckets.iter().map(|(_, b)| b).sum::<u64>() * 8 / window)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+
+    use std::time::Duration;
+
+    use prometheus::Registry;
 
     use super::*;
     use crate::ingest::media::{FlvTag, TagKind};
@@ -724,40 +535,6 @@ mod tests {
         assert!(hub.connection(Protocol::Rtmp, peer()).is_none());
         drop(a);
         assert!(hub.connection(Protocol::Rtmp, peer()).is_some());
-    }
-
-    #[test]
-    fn a_full_queue_drops_non_key_video_before_anything_else() {
-        let q = MediaQueue::default();
-        let chunk = QUEUE_BUDGET / 8;
-        assert_eq!(q.push(video(true, chunk)), 0);
-        for _ in 0..6 {
-            assert_eq!(q.push(video(false, chunk)), 0);
-        }
-        let audio = MediaChunk::Flv(FlvTag {
-            kind: TagKind::Audio,
-            timestamp: 0,
-            data: Bytes::from(vec![0xaf; chunk]),
-        });
-        let dropped = q.push(audio.clone()) + q.push(audio);
-        assert_eq!(
-            dropped, 6,
-            "the six non-key frames go, the keyframe and audio stay"
-        );
-        let s = q.state.lock();
-        assert_eq!(s.items.len(), 3);
-        assert!(s.bytes <= QUEUE_BUDGET);
-    }
-
-    #[test]
-    fn the_bit_rate_is_measured_over_five_seconds() {
-        let mut w = RateWindow::default();
-        let t0 = Instant::now();
-        assert_eq!(w.add(t0, 125_000), None);
-        for s in 1..5 {
-            assert_eq!(w.add(t0 + Duration::from_secs(s), 125_000), None);
-        }
-        assert_eq!(w.add(t0 + Duration::from_secs(5), 125_000), Some(1_000_000));
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! - [`hub`] maps keys to streams, admits one publisher per stream, limits connections, and
 //!   carries each publisher's media to its stream through a queue that never blocks the
 //!   publisher.
+//! - [`metrics`] counts what ingest sees; the hub's queue (`queue`) never blocks a publisher.
 //! - [`media`] is what publishers send: FLV tags (RTMP) or MPEG-TS bytes (SRT).
 //! - [`flv`] writes RTMP media as the FLV stream ffmpeg reads; [`mpegts`] watches SRT's
 //!   transport stream for frames, keyframes and losses.
@@ -14,6 +15,8 @@
 pub mod flv;
 pub mod hub;
 pub mod media;
+pub mod metrics;
 pub mod mpegts;
+mod queue;
 pub mod rtmp;
 pub mod srt;
