@@ -82,6 +82,19 @@ seed_srt_streamid() {
     done
 }
 
+# Seeds for mpegts_monitor: half a second of H.264 and AAC in MPEG-TS, as SRT callers send,
+# behind the read-splitting selector bytes.
+seed_mpegts_monitor() {
+    local dir="$1" ts selector
+    ts="$(mktemp)"
+    ffmpeg -hide_banner -loglevel error -y -t 0.5 -f lavfi -i testsrc2=size=64x64:rate=30 \
+        -t 0.5 -f lavfi -i sine -c:v libx264 -preset ultrafast -g 5 -c:a aac -f mpegts "$ts"
+    for selector in 00 01 bc ff; do
+        { printf "\\x${selector}"; cat "$ts"; } >"$dir/seed-$selector"
+    done
+    rm -f "$ts"
+}
+
 # The helpers below write RTMP bytes for the rtmp_session seeds.
 
 # rtmp_u24 N: a 24-bit big-endian number.
@@ -219,6 +232,7 @@ run_target origin request_parse -max_len=8192
 run_target origin playlist_writer
 run_target origin srt_streamid -max_len=1024
 run_target origin rtmp_session -max_len=16384
+run_target origin mpegts_monitor -max_len=65536
 
 echo
 if ((${#broken[@]} > 0)); then
