@@ -29,9 +29,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## bench: measure the transcoder and the origin (numbers go to BENCHMARKS.md)
+## bench: measure the transcoder, the origin and ingest (numbers go to BENCHMARKS.md)
 bench: deps release
 	scripts/bench-origin.sh
+	scripts/bench-ingest.sh
 
 ## fuzz: run every fuzz target for FUZZ_SECONDS seconds (with AddressSanitizer)
 fuzz:

@@ -12,8 +12,12 @@ cat <<MSG
 
   Corral local stack (Ctrl-C stops it)
 
-  LL-HLS stream    http://127.0.0.1:8081/live/demo/master.m3u8
+  LL-HLS stream    http://127.0.0.1:8081/live/demo/master.m3u8   (built-in test source)
   media playlist   http://127.0.0.1:8081/live/demo/720p/index.m3u8
+  your broadcast   http://127.0.0.1:8081/live/studio/master.m3u8 once you publish:
+    OBS            server rtmp://127.0.0.1:1935/live, stream key studio-key
+    ffmpeg/RTMP    ffmpeg -re -i input.mp4 -c copy -f flv rtmp://127.0.0.1:1935/live/studio-key
+    ffmpeg/SRT     ffmpeg -re -i input.mp4 -c copy -f mpegts 'srt://127.0.0.1:9000?streamid=studio-key'
   streams API      http://127.0.0.1:8081/api/streams
   health           http://127.0.0.1:8081/healthz
   metrics          http://127.0.0.1:9101/metrics

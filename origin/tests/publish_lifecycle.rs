@@ -112,86 +112,119 @@ fn playlist(stream: &Stream) -> String {
     String::from_utf8(stream.media_playlist(0, Form::Full).body.to_vec()).expect("utf-8")
 }
 
+/// A published stream with its hub, driver and controller running.
+struct Harness {
+    stream: Arc<Stream>,
+    hub: Arc<IngestHub>,
+    ingest_metrics: IngestMetrics,
+    stop: CancellationToken,
+    driver_task: tokio::task::JoinHandle<()>,
+    controller_task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let template = TranscodeJob {
+            stream: "studio".into(),
+            source: Source::Pipe(InputFormat::Flv),
+            config: TranscoderConfig {
+                ladder: vec![VideoRung {
+                    name: "180p".into(),
+                    width: 320,
+                    height: 180,
+                    bitrate: Bitrate(300_000),
+                }],
+                x264_preset: "ultrafast".into(),
+                ..TranscoderConfig::default()
+            },
+            segment_duration: 1.0,
+            unpaced: false,
+        };
+        let params = LlhlsParams {
+            segment_duration: 1.0,
+            part_target: 0.33334,
+            playlist_segments: 12,
+            retained_segments: 4,
+        };
+        let stream = Stream::new(
+            "studio",
+            "publish",
+            params,
+            30,
+            &template.command().renditions,
+        );
+        let registry = prometheus::Registry::new();
+        let origin_metrics = OriginMetrics::register(&registry).expect("metrics");
+        let ingest_metrics = IngestMetrics::register(&registry).expect("metrics");
+        let transcoder_metrics = TranscoderMetrics::register(&registry).expect("metrics");
+        let stop = CancellationToken::new();
+        let ingest = IngestStream {
+            name: "studio".into(),
+            key: "studio-key".into(),
+            passphrase: None,
+            max_bitrate: 20_000_000,
+            takeover: false,
+        };
+        let (hub, mut feeds) =
+            IngestHub::new(vec![ingest], 8, ingest_metrics.clone(), stop.clone());
+        let card = SlateCard {
+            width: 320,
+            height: 180,
+            text: "Reconnecting...".into(),
+            duration: 1.0,
+            font: None,
+        };
+        let clip = SlateClip::generate(&template, card)
+            .await
+            .expect("the slate encodes");
+        let (_slate_tx, slate_rx) = watch::channel(Some(Arc::new(clip)));
+        let (driver_tx, driver_rx) = mpsc::channel(1024);
+        let driver = StreamDriver::new(
+            stream.clone(),
+            Arc::new(SystemClock),
+            origin_metrics,
+            false,
+            Feed::Published,
+        );
+        let controller = PublishController::new(
+            stream.clone(),
+            template,
+            feeds.remove("studio").expect("receiver"),
+            driver_tx,
+            slate_rx,
+            transcoder_metrics,
+            ingest_metrics.clone(),
+            ControllerSettings {
+                media_timeout: Duration::from_secs(1),
+                reconnect_grace: Duration::from_secs(4),
+                keyframe_timeout: Duration::from_secs(5),
+            },
+            stop.clone(),
+        );
+        let driver_task = tokio::spawn(driver.run(driver_rx));
+        let controller_task = tokio::spawn(controller.run());
+        Harness {
+            stream,
+            hub,
+            ingest_metrics,
+            stop,
+            driver_task,
+            controller_task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.controller_task.await.expect("controller stops");
+        drop(self.hub);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.driver_task).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_publisher_gets_a_slate_then_a_discontinuity_when_back_and_an_end_after_grace() {
-    let template = TranscodeJob {
-        stream: "studio".into(),
-        source: Source::Pipe(InputFormat::Flv),
-        config: TranscoderConfig {
-            ladder: vec![VideoRung {
-                name: "180p".into(),
-                width: 320,
-                height: 180,
-                bitrate: Bitrate(300_000),
-            }],
-            x264_preset: "ultrafast".into(),
-            ..TranscoderConfig::default()
-        },
-        segment_duration: 1.0,
-        unpaced: false,
-    };
-    let params = LlhlsParams {
-        segment_duration: 1.0,
-        part_target: 0.33334,
-        playlist_segments: 12,
-        retained_segments: 4,
-    };
-    let stream = Stream::new(
-        "studio",
-        "publish",
-        params,
-        30,
-        &template.command().renditions,
-    );
-    let registry = prometheus::Registry::new();
-    let origin_metrics = OriginMetrics::register(&registry).expect("metrics");
-    let ingest_metrics = IngestMetrics::register(&registry).expect("metrics");
-    let transcoder_metrics = TranscoderMetrics::register(&registry).expect("metrics");
-    let stop = CancellationToken::new();
-    let ingest = IngestStream {
-        name: "studio".into(),
-        key: "studio-key".into(),
-        passphrase: None,
-        max_bitrate: 20_000_000,
-        takeover: false,
-    };
-    let (hub, mut feeds) = IngestHub::new(vec![ingest], 8, ingest_metrics.clone(), stop.clone());
-    let card = SlateCard {
-        width: 320,
-        height: 180,
-        text: "Reconnecting...".into(),
-        duration: 1.0,
-        font: None,
-    };
-    let clip = SlateClip::generate(&template, card)
-        .await
-        .expect("the slate encodes");
-    let (_slate_tx, slate_rx) = watch::channel(Some(Arc::new(clip)));
-    let (driver_tx, driver_rx) = mpsc::channel(1024);
-    let driver = StreamDriver::new(
-        stream.clone(),
-        Arc::new(SystemClock),
-        origin_metrics,
-        false,
-        Feed::Published,
-    );
-    let controller = PublishController::new(
-        stream.clone(),
-        template,
-        feeds.remove("studio").expect("receiver"),
-        driver_tx,
-        slate_rx,
-        transcoder_metrics,
-        ingest_metrics.clone(),
-        ControllerSettings {
-            media_timeout: Duration::from_secs(1),
-            reconnect_grace: Duration::from_secs(4),
-            keyframe_timeout: Duration::from_secs(5),
-        },
-        stop.clone(),
-    );
-    let driver_task = tokio::spawn(driver.run(driver_rx));
-    let controller_task = tokio::spawn(controller.run());
+    let h = Harness::start().await;
+    let (stream, hub, ingest_metrics) = (h.stream.clone(), h.hub.clone(), h.ingest_metrics.clone());
     until("idle", Duration::from_secs(5), || {
         stream.state() == Lifecycle::Idle
     })
@@ -213,7 +246,9 @@ async fn a_lost_publisher_gets_a_slate_then_a_discontinuity_when_back_and_an_end
     drop(session);
     until("reconnecting on the slate", Duration::from_secs(10), || {
         stream.state() == Lifecycle::Reconnecting
-            && playlist(&stream).contains("#EXT-X-DISCONTINUITY")
+            && playlist(&stream)
+                .lines()
+                .any(|l| l == "#EXT-X-DISCONTINUITY")
     })
     .await;
     let during = playlist(&stream)
@@ -266,8 +301,86 @@ async fn a_lost_publisher_gets_a_slate_then_a_discontinuity_when_back_and_an_end
     assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
     assert!(!text.contains("PRELOAD-HINT"));
 
-    stop.cancel();
-    controller_task.await.expect("controller stops");
     drop(hub);
-    let _ = tokio::time::timeout(Duration::from_secs(5), driver_task).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_publisher_whose_video_stops_keeps_every_rendition_advancing() {
+    let h = Harness::start().await;
+    let stream = h.stream.clone();
+    let tags = flv_tags();
+    // Video stops from 1.0 s to 2.5 s (an encoder shedding frames); audio goes on.
+    let starved: Vec<FlvTag> = tags
+        .into_iter()
+        .filter(|t| {
+            !(t.kind == TagKind::Video
+                && !t.is_sequence_header()
+                && (1000..2500).contains(&t.timestamp))
+        })
+        .collect();
+    let peer = "127.0.0.1:4001".parse().expect("addr");
+    let mut session = h
+        .hub
+        .admit(Protocol::Rtmp, "studio-key", peer)
+        .expect("admitted");
+    let video_parts = || {
+        stream.renditions()[0].with_log(|log| log.segments().map(|s| s.parts.len()).sum::<usize>())
+    };
+    let publisher = {
+        let starved = starved.clone();
+        tokio::spawn(async move {
+            publish(&mut session, &starved).await;
+            session
+        })
+    };
+    until("live", Duration::from_secs(10), || {
+        stream.state() == Lifecycle::Live
+    })
+    .await;
+    // Through the starved stretch the video rendition keeps getting parts at its cadence.
+    let mut counts = Vec::new();
+    let sampled = Instant::now();
+    while sampled.elapsed() < Duration::from_millis(2400) {
+        counts.push((sampled.elapsed(), video_parts()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let session = publisher.await.expect("published");
+    let mut last_change = counts[0];
+    let mut longest_pause = Duration::ZERO;
+    for &(at, n) in &counts {
+        if n != last_change.1 {
+            longest_pause = longest_pause.max(at - last_change.0);
+            last_change = (at, n);
+        }
+    }
+    assert!(
+        longest_pause < Duration::from_millis(1100),
+        "video parts paused for {longest_pause:?}: {counts:?}"
+    );
+    assert!(
+        counts.last().expect("samples").1 > counts[0].1 + 4,
+        "{counts:?}"
+    );
+    assert_eq!(
+        h.ingest_metrics
+            .starved
+            .with_label_values(&["studio"])
+            .get(),
+        1,
+        "one starved episode"
+    );
+    assert_eq!(
+        stream.state(),
+        Lifecycle::Live,
+        "no slate, no restart: the stream simply went on"
+    );
+    let text = playlist(&stream);
+    assert!(
+        !text.lines().any(|l| l == "#EXT-X-DISCONTINUITY"),
+        "no discontinuity either: {:?}\n{text}",
+        stream.status()
+    );
+    drop(session);
+    h.stop().await;
 }

@@ -22,6 +22,8 @@ pub struct IngestMetrics {
     pub reconnects: IntCounterVec,
     /// Protocol errors that closed a connection, by protocol and kind.
     pub errors: IntCounterVec,
+    /// Times a publisher's video stopped while its audio went on (the picture was frozen).
+    pub starved: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -54,7 +56,7 @@ impl IngestMetrics {
             dropped: IntCounterVec::new(
                 Opts::new(
                     "ingest_dropped_total",
-                    "Media dropped at ingest because the stream could not keep up",
+                    "Media dropped at ingest (the transcoder fell behind, or video after a freeze)",
                 ),
                 &["stream", "kind"],
             )?,
@@ -72,6 +74,13 @@ impl IngestMetrics {
                 ),
                 &["protocol", "kind"],
             )?,
+            starved: IntCounterVec::new(
+                Opts::new(
+                    "ingest_video_starved_total",
+                    "Times a publisher's video stopped while its audio went on",
+                ),
+                &["stream"],
+            )?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
@@ -81,6 +90,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.dropped.clone()))?;
         registry.register(Box::new(m.reconnects.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.starved.clone()))?;
         Ok(m)
     }
 }

@@ -7,7 +7,8 @@
 //! - [`metrics`] counts what ingest sees; the hub's queue (`queue`) never blocks a publisher.
 //! - [`media`] is what publishers send: FLV tags (RTMP) or MPEG-TS bytes (SRT).
 //! - [`flv`] writes RTMP media as the FLV stream ffmpeg reads; [`mpegts`] watches SRT's
-//!   transport stream for frames, keyframes and losses.
+//!   transport stream for frames, keyframes and losses; [`starvation`] keeps the video
+//!   renditions moving on a frozen picture when a starved publisher's video stops.
 //! - [`rtmp`] terminates RTMP (handshake, chunk stream, AMF0 commands, publish) as sans-IO
 //!   protocol code plus a thin TCP server.
 //! - [`srt`] terminates SRT in listener mode through the system libsrt, keyed by `streamid`.
@@ -20,3 +21,4 @@ pub mod mpegts;
 mod queue;
 pub mod rtmp;
 pub mod srt;
+pub mod starvation;

@@ -25,8 +25,12 @@ use super::slate::{SlateClip, play};
 use super::{IngestStatus, Lifecycle, Stream};
 use crate::ingest::flv::FlvRemuxer;
 use crate::ingest::hub::{IngestMetrics, Protocol, PublishFeed};
-use crate::ingest::media::MediaChunk;
+use crate::ingest::media::{FlvTag, MediaChunk};
 use crate::ingest::mpegts::TsMonitor;
+use crate::ingest::starvation::{StarvationGuard, Tick};
+
+/// How often a publish is checked for starved video.
+const STARVATION_CHECK: Duration = Duration::from_millis(100);
 
 /// How long a finished transcoder run may take to flush before it is stopped.
 const FLUSH_LIMIT: Duration = Duration::from_secs(3);
@@ -255,6 +259,7 @@ struct Pump {
     started: Instant,
     media_seen: bool,
     keyframe_seen: bool,
+    starvation: StarvationGuard,
 }
 
 impl Pump {
@@ -277,12 +282,14 @@ impl Pump {
             started: Instant::now(),
             media_seen: false,
             keyframe_seen: false,
+            starvation: StarvationGuard::default(),
         }
     }
 
     /// Pumps until the publish ends; returns why.
     async fn run(&mut self, driver: &mpsc::Sender<DriverInput>) -> String {
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut starvation_tick = tokio::time::interval(STARVATION_CHECK);
         let mut last = (Instant::now(), 0u64, 0u64);
         loop {
             tokio::select! {
@@ -291,6 +298,12 @@ impl Pump {
                     self.flv.restart();
                 }
                 _ = status_tick.tick() => last = self.report(last),
+                _ = starvation_tick.tick(), if self.feed.protocol == Protocol::Rtmp => {
+                    if let Some(frame) = self.freeze_frame() {
+                        let bytes = self.flv.push(frame);
+                        self.write(&bytes).await;
+                    }
+                }
                 chunk = tokio::time::timeout(self.settings.media_timeout, self.feed.recv()) => {
                     let chunk = match chunk {
                         Err(_) => return format!("no media for {:.1} s", self.settings.media_timeout.as_secs_f64()),
@@ -310,13 +323,7 @@ impl Pump {
                         tracing::warn!(stream = %self.stream.name(), peer = %self.feed.peer, "publish ended: no video keyframe within {:.0} s", self.settings.keyframe_timeout.as_secs_f64());
                         return "no video keyframe".to_string();
                     }
-                    if let Some(w) = self.writer.as_mut()
-                        && !bytes.is_empty()
-                        && w.write_all(&bytes).await.is_err()
-                    {
-                        // ffmpeg died; its supervisor restarts it and hands over a new stdin.
-                        self.writer = None;
-                    }
+                    self.write(&bytes).await;
                 }
             }
         }
@@ -337,7 +344,16 @@ impl Pump {
                 if tag.is_keyframe() {
                     self.keyframe_seen = true;
                 }
-                Ok(self.flv.push(tag))
+                match self.starvation.admit(tag, Instant::now()) {
+                    Some(tag) => Ok(self.flv.push(tag)),
+                    None => {
+                        self.metrics
+                            .dropped
+                            .with_label_values(&[self.stream.name(), "after_freeze"])
+                            .inc();
+                        Ok(Bytes::new())
+                    }
+                }
             }
             MediaChunk::Ts(bytes) => {
                 let before = self.ts.stats();
@@ -366,6 +382,33 @@ impl Pump {
                 }
                 Ok(bytes)
             }
+        }
+    }
+
+    /// Writes to the current run's stdin; a broken pipe means ffmpeg died, and its supervisor
+    /// hands over the next run's stdin.
+    async fn write(&mut self, bytes: &[u8]) {
+        if let Some(w) = self.writer.as_mut()
+            && !bytes.is_empty()
+            && w.write_all(bytes).await.is_err()
+        {
+            self.writer = None;
+        }
+    }
+
+    /// A freeze frame when the publisher's video starves while its audio flows.
+    fn freeze_frame(&mut self) -> Option<FlvTag> {
+        match self.starvation.tick(Instant::now()) {
+            Tick::Idle => None,
+            Tick::Starved(frame) => {
+                self.metrics
+                    .starved
+                    .with_label_values(&[self.stream.name()])
+                    .inc();
+                tracing::warn!(stream = %self.stream.name(), peer = %self.feed.peer, "the publisher's video stopped while its audio goes on: holding the last keyframe until video returns");
+                Some(frame)
+            }
+            Tick::Frozen(frame) => Some(frame),
         }
     }
 
