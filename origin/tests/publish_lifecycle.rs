@@ -11,6 +11,9 @@ use corral_origin::ingest::hub::{
     IngestHub, IngestMetrics, IngestStream, Protocol, PublishSession,
 };
 use corral_origin::ingest::media::{FlvTag, MediaChunk, TagKind};
+use corral_origin::ingest::mpegts::{
+    PACKET_LEN, PacketKind, TsMonitor, packet_payload, pes_timestamps,
+};
 use corral_origin::metrics::OriginMetrics;
 use corral_origin::packager::params::LlhlsParams;
 use corral_origin::packager::playlist::Form;
@@ -24,8 +27,8 @@ use corral_transcoder::metrics::TranscoderMetrics;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Three seconds of 320x180 H.264 + AAC as FLV tags, from a real ffmpeg.
-fn flv_tags() -> Vec<FlvTag> {
+/// Three seconds of 320x180 H.264 + AAC in `format` (`flv`, `mpegts`), from a real ffmpeg.
+fn test_media(format: &str) -> Vec<u8> {
     let out = std::process::Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -51,7 +54,7 @@ fn flv_tags() -> Vec<FlvTag> {
             "-c:a",
             "aac",
             "-f",
-            "flv",
+            format,
             "-",
         ])
         .output()
@@ -61,7 +64,12 @@ fn flv_tags() -> Vec<FlvTag> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let data = out.stdout;
+    out.stdout
+}
+
+/// [`test_media`] as FLV tags.
+fn flv_tags() -> Vec<FlvTag> {
+    let data = test_media("flv");
     let mut tags = Vec::new();
     let mut pos = 13;
     while pos + 11 <= data.len() {
@@ -123,10 +131,10 @@ struct Harness {
 }
 
 impl Harness {
-    async fn start() -> Harness {
+    async fn start(input: InputFormat) -> Harness {
         let template = TranscodeJob {
             stream: "studio".into(),
-            source: Source::Pipe(InputFormat::Flv),
+            source: Source::Pipe(input),
             config: TranscoderConfig {
                 ladder: vec![VideoRung {
                     name: "180p".into(),
@@ -223,7 +231,7 @@ impl Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_publisher_gets_a_slate_then_a_discontinuity_when_back_and_an_end_after_grace() {
-    let h = Harness::start().await;
+    let h = Harness::start(InputFormat::Flv).await;
     let (stream, hub, ingest_metrics) = (h.stream.clone(), h.hub.clone(), h.ingest_metrics.clone());
     until("idle", Duration::from_secs(5), || {
         stream.state() == Lifecycle::Idle
@@ -305,40 +313,25 @@ async fn a_lost_publisher_gets_a_slate_then_a_discontinuity_when_back_and_an_end
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_starved_publisher_whose_video_stops_keeps_every_rendition_advancing() {
-    let h = Harness::start().await;
+/// Video is missing from the publish between these times (an encoder shedding frames, a
+/// congested link dropping them); audio goes on.
+const STARVED: std::ops::Range<Duration> = Duration::from_millis(1000)..Duration::from_millis(2500);
+
+/// Waits for `publisher` (a publish with video missing over [`STARVED`]) to go live and
+/// checks that the video rendition keeps getting parts at its cadence through the starved
+/// stretch, with one starved episode counted, and no slate or discontinuity.
+async fn assert_starved_video_keeps_advancing(
+    h: Harness,
+    publisher: tokio::task::JoinHandle<PublishSession>,
+) {
     let stream = h.stream.clone();
-    let tags = flv_tags();
-    // Video stops from 1.0 s to 2.5 s (an encoder shedding frames); audio goes on.
-    let starved: Vec<FlvTag> = tags
-        .into_iter()
-        .filter(|t| {
-            !(t.kind == TagKind::Video
-                && !t.is_sequence_header()
-                && (1000..2500).contains(&t.timestamp))
-        })
-        .collect();
-    let peer = "127.0.0.1:4001".parse().expect("addr");
-    let mut session = h
-        .hub
-        .admit(Protocol::Rtmp, "studio-key", peer)
-        .expect("admitted");
     let video_parts = || {
         stream.renditions()[0].with_log(|log| log.segments().map(|s| s.parts.len()).sum::<usize>())
-    };
-    let publisher = {
-        let starved = starved.clone();
-        tokio::spawn(async move {
-            publish(&mut session, &starved).await;
-            session
-        })
     };
     until("live", Duration::from_secs(10), || {
         stream.state() == Lifecycle::Live
     })
     .await;
-    // Through the starved stretch the video rendition keeps getting parts at its cadence.
     let mut counts = Vec::new();
     let sampled = Instant::now();
     while sampled.elapsed() < Duration::from_millis(2400) {
@@ -354,9 +347,20 @@ async fn a_starved_publisher_whose_video_stops_keeps_every_rendition_advancing()
             last_change = (at, n);
         }
     }
+    // Without freeze frames the video parts stop for the whole starved stretch (1.5 s) plus
+    // the transcoder's own delay; with them, the longest pause is the time to notice the
+    // starvation (400 ms) plus that delay, on top of the start-up's.
     assert!(
-        longest_pause < Duration::from_millis(1100),
-        "video parts paused for {longest_pause:?}: {counts:?}"
+        longest_pause < Duration::from_millis(1300),
+        "video parts paused for {longest_pause:?}: {counts:?}, starved {}, dropped {}",
+        h.ingest_metrics
+            .starved
+            .with_label_values(&["studio"])
+            .get(),
+        h.ingest_metrics
+            .dropped
+            .with_label_values(&["studio", "after_freeze"])
+            .get()
     );
     assert!(
         counts.last().expect("samples").1 > counts[0].1 + 4,
@@ -383,4 +387,86 @@ async fn a_starved_publisher_whose_video_stops_keeps_every_rendition_advancing()
     );
     drop(session);
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_rtmp_publisher_whose_video_stops_keeps_every_rendition_advancing() {
+    let h = Harness::start(InputFormat::Flv).await;
+    let starved: Vec<FlvTag> = flv_tags()
+        .into_iter()
+        .filter(|t| {
+            !(t.kind == TagKind::Video
+                && !t.is_sequence_header()
+                && STARVED.contains(&Duration::from_millis(u64::from(t.timestamp))))
+        })
+        .collect();
+    let peer = "127.0.0.1:4001".parse().expect("addr");
+    let mut session = h
+        .hub
+        .admit(Protocol::Rtmp, "studio-key", peer)
+        .expect("admitted");
+    let publisher = tokio::spawn(async move {
+        publish(&mut session, &starved).await;
+        session
+    });
+    assert_starved_video_keeps_advancing(h, publisher).await;
+}
+
+/// [`test_media`] as MPEG-TS in SRT-sized payloads (seven packets), each with the time it is
+/// due (the latest PES timestamp in it, from the first), without the video of [`STARVED`].
+fn starved_ts_payloads() -> Vec<(Duration, Bytes)> {
+    let data = test_media("mpegts");
+    let mut monitor = TsMonitor::default();
+    let (mut first, mut latest, mut video_ts) = (None, Duration::ZERO, Duration::ZERO);
+    let mut kept = Vec::new();
+    for p in data.chunks_exact(PACKET_LEN) {
+        let kind = monitor.packet(p);
+        let start = matches!(
+            kind,
+            PacketKind::Video { start: true } | PacketKind::Audio { start: true }
+        );
+        if start && let Some((pts, dts)) = packet_payload(p).and_then(pes_timestamps) {
+            let ts = dts.unwrap_or(pts);
+            let first = *first.get_or_insert(ts);
+            let at = Duration::from_micros(ts.saturating_sub(first) * 100 / 9);
+            latest = latest.max(at);
+            if matches!(kind, PacketKind::Video { .. }) {
+                video_ts = at;
+            }
+        }
+        if matches!(kind, PacketKind::Video { .. }) && STARVED.contains(&video_ts) {
+            continue;
+        }
+        kept.push((latest, p));
+    }
+    kept.chunks(7)
+        .map(|c| {
+            (
+                c[c.len() - 1].0,
+                c.iter().flat_map(|(_, p)| p.iter().copied()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_srt_publisher_whose_video_stops_keeps_every_rendition_advancing() {
+    let h = Harness::start(InputFormat::MpegTs).await;
+    let payloads = starved_ts_payloads();
+    let peer = "127.0.0.1:4002".parse().expect("addr");
+    let mut session = h
+        .hub
+        .admit(Protocol::Srt, "studio-key", peer)
+        .expect("admitted");
+    let publisher = tokio::spawn(async move {
+        let started = Instant::now();
+        for (due, payload) in payloads {
+            tokio::time::sleep_until((started + due).into()).await;
+            session
+                .push(MediaChunk::Ts(payload))
+                .expect("the publish goes on");
+        }
+        session
+    });
+    assert_starved_video_keeps_advancing(h, publisher).await;
 }

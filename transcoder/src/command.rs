@@ -346,8 +346,12 @@ impl TranscodeJob {
                         ["-hwaccel", "cuda", "-hwaccel_output_format", "cuda"].map(String::from),
                     );
                 }
+                // Frame-threaded decoding holds (threads - 1) frames back; a published source
+                // is decoded as it arrives instead (and a freeze frame is shown at once).
                 args.extend(
                     [
+                        "-flags",
+                        "low_delay",
                         "-analyzeduration",
                         "500000",
                         "-f",

@@ -39,10 +39,88 @@ pub struct TsStats {
     pub audio_frames: u64,
 }
 
+/// What one packet carries, as far as the monitor knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketKind {
+    /// A piece of the video elementary stream; `start` when a PES (a frame) begins in it.
+    Video {
+        /// A PES begins in this packet.
+        start: bool,
+    },
+    /// A piece of the audio elementary stream.
+    Audio {
+        /// A PES begins in this packet.
+        start: bool,
+    },
+    /// Tables, other streams, null packets, or a packet without payload.
+    Other,
+}
+
+/// Cuts bytes that arrive in arbitrary pieces into whole packets, keeping a partial one for
+/// the next piece.
+#[derive(Debug, Default)]
+pub struct PacketSplitter {
+    partial: Vec<u8>,
+}
+
+impl PacketSplitter {
+    /// Calls `packet` for every whole packet that `data` completes.
+    pub fn split(&mut self, mut data: &[u8], mut packet: impl FnMut(&[u8])) {
+        if !self.partial.is_empty() {
+            let take = (PACKET_LEN - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() == PACKET_LEN {
+                packet(&self.partial);
+                self.partial.clear();
+            }
+        }
+        let mut whole = data.chunks_exact(PACKET_LEN);
+        for p in &mut whole {
+            packet(p);
+        }
+        self.partial.extend_from_slice(whole.remainder());
+    }
+}
+
+/// The PID of a packet (at least 4 bytes long).
+pub fn packet_pid(p: &[u8]) -> u16 {
+    (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2])
+}
+
+/// The payload of a whole packet, after its adaptation field; `None` when it has none.
+pub fn packet_payload(p: &[u8]) -> Option<&[u8]> {
+    match (p[3] >> 4) & 0x03 {
+        0x01 => p.get(4..),
+        0x03 => p.get(5 + usize::from(*p.get(4)?)..),
+        _ => None,
+    }
+}
+
+/// The timestamps of a PES that starts in `payload`: its PTS and, when given, its DTS (90 kHz,
+/// 33 bits).
+pub fn pes_timestamps(payload: &[u8]) -> Option<(u64, Option<u64>)> {
+    if payload.len() < 14 || payload[..3] != [0, 0, 1] {
+        return None;
+    }
+    let read = |b: &[u8]| {
+        (u64::from(b[0] >> 1) & 0x07) << 30
+            | u64::from(b[1]) << 22
+            | u64::from(b[2] >> 1) << 15
+            | u64::from(b[3]) << 7
+            | u64::from(b[4] >> 1)
+    };
+    match payload[7] >> 6 {
+        0b10 => Some((read(&payload[9..14]), None)),
+        0b11 if payload.len() >= 19 => Some((read(&payload[9..14]), Some(read(&payload[14..19])))),
+        _ => None,
+    }
+}
+
 /// Reads a transport stream fed in arbitrary pieces.
 #[derive(Debug, Default)]
 pub struct TsMonitor {
-    partial: Vec<u8>,
+    splitter: PacketSplitter,
     pmt_pid: Option<u16>,
     video: Option<(u16, VideoCodec)>,
     audio_pid: Option<u16>,
@@ -64,48 +142,35 @@ impl TsMonitor {
     }
 
     /// Reads `data`, which may split packets anywhere.
-    pub fn push(&mut self, mut data: &[u8]) {
-        if !self.partial.is_empty() {
-            let need = PACKET_LEN - self.partial.len();
-            let take = need.min(data.len());
-            self.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.partial.len() == PACKET_LEN {
-                let packet = std::mem::take(&mut self.partial);
-                self.packet(&packet);
-            }
-        }
-        while data.len() >= PACKET_LEN {
-            let (packet, rest) = data.split_at(PACKET_LEN);
-            self.packet(packet);
-            data = rest;
-        }
-        self.partial.extend_from_slice(data);
+    pub fn push(&mut self, data: &[u8]) {
+        let mut splitter = std::mem::take(&mut self.splitter);
+        splitter.split(data, |p| {
+            self.packet(p);
+        });
+        self.splitter = splitter;
     }
 
-    fn packet(&mut self, p: &[u8]) {
+    /// Whether the video PES now being read has shown a keyframe NAL unit so far.
+    pub fn video_keyframe(&self) -> bool {
+        self.scan.as_ref().is_some_and(|(_, found, _)| *found)
+    }
+
+    /// Reads one whole packet ([`PACKET_LEN`] bytes) and says what it carries.
+    pub fn packet(&mut self, p: &[u8]) -> PacketKind {
         self.stats.packets += 1;
-        if p[0] != 0x47 {
+        if p.len() != PACKET_LEN || p[0] != 0x47 {
             self.stats.sync_errors += 1;
-            return;
+            return PacketKind::Other;
         }
         let start = p[1] & 0x40 != 0;
-        let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+        let pid = packet_pid(p);
         let control = (p[3] >> 4) & 0x03;
         let cc = p[3] & 0x0f;
         if control & 0x01 != 0 && pid != 0x1fff {
             self.continuity(pid, cc);
         }
-        let payload = match control {
-            0x01 => &p[4..],
-            0x03 => {
-                let af = usize::from(p[4]);
-                if 5 + af > PACKET_LEN {
-                    return;
-                }
-                &p[5 + af..]
-            }
-            _ => return,
+        let Some(payload) = packet_payload(p) else {
+            return PacketKind::Other;
         };
         if pid == 0 && start {
             self.pat(payload);
@@ -113,9 +178,14 @@ impl TsMonitor {
             self.pmt(payload);
         } else if self.video.is_some_and(|(v, _)| v == pid) {
             self.video_payload(start, payload);
-        } else if Some(pid) == self.audio_pid && start {
-            self.stats.audio_frames += 1;
+            return PacketKind::Video { start };
+        } else if Some(pid) == self.audio_pid {
+            if start {
+                self.stats.audio_frames += 1;
+            }
+            return PacketKind::Audio { start };
         }
+        PacketKind::Other
     }
 
     fn continuity(&mut self, pid: u16, cc: u8) {
@@ -239,6 +309,160 @@ impl TsMonitor {
     }
 }
 
+/// Builds transport streams for tests: one program, H.264 on PID 0x100 (which carries the
+/// PCR) and AAC on 0x101.
+#[cfg(test)]
+pub(crate) mod synth {
+    use std::collections::HashMap;
+
+    use super::PACKET_LEN;
+
+    /// The video PID.
+    pub const VIDEO: u16 = 0x100;
+    /// The audio PID.
+    pub const AUDIO: u16 = 0x101;
+
+    /// Appends packets to `out`, numbering each PID's continuity counter.
+    pub struct TsWriter {
+        cc: HashMap<u16, u8>,
+        pub out: Vec<u8>,
+    }
+
+    impl TsWriter {
+        /// A writer that has written the PAT and the PMT.
+        pub fn new() -> Self {
+            let mut w = TsWriter {
+                cc: HashMap::new(),
+                out: Vec::new(),
+            };
+            let pat = [
+                0, 0x00, 0xb0, 13, 0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0x00, 0, 0, 0, 0,
+            ];
+            w.packet(0, true, None, &pat);
+            let pmt = [
+                0, 0x02, 0xb0, 23, 0, 1, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0, 0x1b, 0xe1, 0x00, 0xf0,
+                0, 0x0f, 0xe1, 0x01, 0xf0, 0, 0, 0, 0, 0,
+            ];
+            w.packet(0x1000, true, None, &pmt);
+            w
+        }
+
+        /// One packet; a short payload is padded with adaptation-field stuffing. `pcr` puts
+        /// a PCR in the adaptation field.
+        pub fn packet(&mut self, pid: u16, start: bool, pcr: Option<u64>, payload: &[u8]) {
+            let c = self.cc.entry(pid).or_insert(0);
+            let mut adaptation = Vec::new();
+            if let Some(pcr) = pcr {
+                adaptation.push(0x10);
+                adaptation.extend_from_slice(&(pcr << 15 | 0x7e00).to_be_bytes()[2..]);
+            }
+            let room = PACKET_LEN - 4 - payload.len();
+            let with_af = room > 0 || pcr.is_some();
+            let mut p = vec![
+                0x47,
+                (u8::from(start) << 6) | (pid >> 8) as u8,
+                pid as u8,
+                if with_af { 0x30 } else { 0x10 } | *c,
+            ];
+            *c = (*c + 1) & 0x0f;
+            if with_af {
+                let len = room - 1;
+                p.push(len as u8);
+                if len > 0 {
+                    let mut af = adaptation;
+                    if af.is_empty() {
+                        af.push(0);
+                    }
+                    af.resize(len, 0xff);
+                    p.extend_from_slice(&af);
+                }
+            }
+            p.extend_from_slice(payload);
+            assert_eq!(
+                p.len(),
+                PACKET_LEN,
+                "payload too long for its adaptation field"
+            );
+            self.out.extend_from_slice(&p);
+        }
+
+        /// One PES over as many packets as it takes; the first carries `pcr`.
+        pub fn pes(
+            &mut self,
+            pid: u16,
+            stream_id: u8,
+            pts: u64,
+            dts: Option<u64>,
+            es: &[u8],
+            pcr: Option<u64>,
+        ) {
+            let mut pes = vec![0, 0, 1, stream_id, 0, 0, 0x80];
+            let stamp = |ts: u64, prefix: u8| {
+                [
+                    (prefix << 4) | (((ts >> 30) as u8 & 0x07) << 1) | 1,
+                    (ts >> 22) as u8,
+                    (((ts >> 15) as u8) << 1) | 1,
+                    (ts >> 7) as u8,
+                    ((ts as u8) << 1) | 1,
+                ]
+            };
+            match dts {
+                None => {
+                    pes.extend_from_slice(&[0x80, 5]);
+                    pes.extend_from_slice(&stamp(pts, 0b0010));
+                }
+                Some(dts) => {
+                    pes.extend_from_slice(&[0xc0, 10]);
+                    pes.extend_from_slice(&stamp(pts, 0b0011));
+                    pes.extend_from_slice(&stamp(dts, 0b0001));
+                }
+            }
+            pes.extend_from_slice(es);
+            let first_room = PACKET_LEN - 4 - if pcr.is_some() { 8 } else { 0 };
+            let (head, mut rest) = pes.split_at(first_room.min(pes.len()));
+            self.packet(pid, true, pcr, head);
+            while !rest.is_empty() {
+                let (piece, tail) = rest.split_at((PACKET_LEN - 4).min(rest.len()));
+                self.packet(pid, false, None, piece);
+                rest = tail;
+            }
+        }
+
+        /// A video frame of `len` ES bytes (an access unit delimiter, then an IDR or a non-IDR
+        /// slice), with a PCR.
+        pub fn video(&mut self, pts: u64, dts: Option<u64>, idr: bool, len: usize) {
+            let mut es = vec![
+                0,
+                0,
+                0,
+                1,
+                0x09,
+                0xf0,
+                0,
+                0,
+                0,
+                1,
+                if idr { 0x65 } else { 0x41 },
+                0x88,
+            ];
+            es.resize(len.max(es.len()), 0x5a);
+            self.pes(VIDEO, 0xe0, pts, dts, &es, Some(dts.unwrap_or(pts) * 300));
+        }
+
+        /// An audio frame of a few bytes.
+        pub fn audio(&mut self, pts: u64) {
+            self.pes(
+                AUDIO,
+                0xc0,
+                pts,
+                None,
+                &[0xff, 0xf1, 0x50, 0x80, 0, 0x1f, 0xfc],
+                None,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -246,66 +470,16 @@ mod tests {
     use super::*;
 
     /// A transport stream with a PAT, a PMT (H.264 on 0x100, AAC on 0x101), then `frames`
-    /// video PES packets (every `gop`-th an IDR) and as many audio PES packets.
+    /// video PES packets of two transport packets each (every `gop`-th an IDR), each followed
+    /// by an audio PES of one packet.
     fn stream(frames: usize, gop: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut cc = std::collections::HashMap::new();
-        let mut packet = |pid: u16, start: bool, payload: &[u8], out: &mut Vec<u8>| {
-            let c = cc.entry(pid).or_insert(0u8);
-            let mut p = vec![
-                0x47,
-                (u8::from(start) << 6) | (pid >> 8) as u8,
-                pid as u8,
-                0x10 | *c,
-            ];
-            *c = (*c + 1) & 0x0f;
-            p.extend_from_slice(payload);
-            p.resize(PACKET_LEN, 0xff);
-            out.extend_from_slice(&p);
-        };
-        let pat = [
-            0,
-            0x00,
-            0xb0,
-            13,
-            0,
-            1,
-            0xc1,
-            0,
-            0,
-            0,
-            1,
-            0xe0 | 0x10,
-            0x00,
-            0,
-            0,
-            0,
-            0,
-        ];
-        packet(0, true, &pat, &mut out);
-        let pmt = [
-            0, 0x02, 0xb0, 23, 0, 1, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0, 0x1b, 0xe1, 0x00, 0xf0, 0,
-            0x0f, 0xe1, 0x01, 0xf0, 0, 0, 0, 0, 0,
-        ];
-        packet(0x1000, true, &pmt, &mut out);
+        let mut ts = synth::TsWriter::new();
         for i in 0..frames {
-            let nal = if i % gop == 0 { 0x65 } else { 0x41 };
-            let pes = [
-                0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1, 0, 0, 0, 1, 0x09, 0xf0, 0, 0,
-                0, 1, nal, 0x88,
-            ];
-            packet(0x100, true, &pes, &mut out);
-            packet(0x100, false, &[0u8; 100], &mut out);
-            packet(
-                0x101,
-                true,
-                &[
-                    0, 0, 1, 0xc0, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1, 0xff, 0xf1,
-                ],
-                &mut out,
-            );
+            let pts = 90_000 + 3000 * i as u64;
+            ts.video(pts, None, i % gop == 0, 200);
+            ts.audio(pts);
         }
-        out
+        ts.out
     }
 
     #[test]

@@ -25,9 +25,9 @@ use super::slate::{SlateClip, play};
 use super::{IngestStatus, Lifecycle, Stream};
 use crate::ingest::flv::FlvRemuxer;
 use crate::ingest::hub::{IngestMetrics, Protocol, PublishFeed};
-use crate::ingest::media::{FlvTag, MediaChunk};
-use crate::ingest::mpegts::TsMonitor;
-use crate::ingest::starvation::{StarvationGuard, Tick};
+use crate::ingest::media::MediaChunk;
+use crate::ingest::mpegts::PACKET_LEN;
+use crate::ingest::starvation::{StarvationGuard, Tick, TsFreezer};
 
 /// How often a publish is checked for starved video.
 const STARVATION_CHECK: Duration = Duration::from_millis(100);
@@ -252,7 +252,7 @@ struct Pump {
     stdins: mpsc::Receiver<(u64, ChildStdin)>,
     writer: Option<ChildStdin>,
     flv: FlvRemuxer,
-    ts: TsMonitor,
+    ts: TsFreezer,
     settings: ControllerSettings,
     stream: Arc<Stream>,
     metrics: IngestMetrics,
@@ -275,7 +275,7 @@ impl Pump {
             stdins,
             writer: None,
             flv: FlvRemuxer::default(),
-            ts: TsMonitor::default(),
+            ts: TsFreezer::default(),
             settings,
             stream,
             metrics,
@@ -298,11 +298,9 @@ impl Pump {
                     self.flv.restart();
                 }
                 _ = status_tick.tick() => last = self.report(last),
-                _ = starvation_tick.tick(), if self.feed.protocol == Protocol::Rtmp => {
-                    if let Some(frame) = self.freeze_frame() {
-                        let bytes = self.flv.push(frame);
-                        self.write(&bytes).await;
-                    }
+                _ = starvation_tick.tick() => {
+                    let bytes = self.freeze_frame();
+                    self.write(&bytes).await;
                 }
                 chunk = tokio::time::timeout(self.settings.media_timeout, self.feed.recv()) => {
                     let chunk = match chunk {
@@ -356,9 +354,17 @@ impl Pump {
                 }
             }
             MediaChunk::Ts(bytes) => {
-                let before = self.ts.stats();
-                self.ts.push(&bytes);
+                let (before, dropped_before) = (self.ts.stats(), self.ts.dropped_frames());
+                let mut out = Vec::with_capacity(bytes.len() + PACKET_LEN);
+                self.ts.push(&bytes, Instant::now(), &mut out);
                 let after = self.ts.stats();
+                let dropped = self.ts.dropped_frames() - dropped_before;
+                if dropped > 0 {
+                    self.metrics
+                        .dropped
+                        .with_label_values(&[self.stream.name(), "after_freeze"])
+                        .inc_by(dropped);
+                }
                 if after.keyframes > 0 {
                     self.keyframe_seen = true;
                 }
@@ -380,7 +386,7 @@ impl Pump {
                         .with_label_values(&[self.stream.name(), "ts_continuity"])
                         .inc_by(lost);
                 }
-                Ok(bytes)
+                Ok(Bytes::from(out))
             }
         }
     }
@@ -396,19 +402,25 @@ impl Pump {
         }
     }
 
-    /// A freeze frame when the publisher's video starves while its audio flows.
-    fn freeze_frame(&mut self) -> Option<FlvTag> {
-        match self.starvation.tick(Instant::now()) {
-            Tick::Idle => None,
-            Tick::Starved(frame) => {
+    /// A freeze frame, as bytes for ffmpeg, when the publisher's video starves while its
+    /// audio flows; empty otherwise.
+    fn freeze_frame(&mut self) -> Bytes {
+        let now = Instant::now();
+        let tick = match self.feed.protocol {
+            Protocol::Rtmp => self.starvation.tick(now).map(|tag| self.flv.push(tag)),
+            Protocol::Srt => self.ts.tick(now).map(Bytes::from),
+        };
+        match tick {
+            Tick::Idle => Bytes::new(),
+            Tick::Starved(bytes) => {
                 self.metrics
                     .starved
                     .with_label_values(&[self.stream.name()])
                     .inc();
                 tracing::warn!(stream = %self.stream.name(), peer = %self.feed.peer, "the publisher's video stopped while its audio goes on: holding the last keyframe until video returns");
-                Some(frame)
+                bytes
             }
-            Tick::Frozen(frame) => Some(frame),
+            Tick::Frozen(bytes) => bytes,
         }
     }
 

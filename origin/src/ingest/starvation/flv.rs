@@ -1,50 +1,32 @@
-//! Keeps the video going when a starved broadcaster's video stops but its audio does not.
-//!
-//! An encoder short of upload bandwidth (OBS's frame dropping, for one) sheds video frames
-//! and keeps audio. Without video frames, ffmpeg has nothing to duplicate and every video
-//! rendition stops while the audio rendition runs on, so players on a video rendition stall.
-//! Degrade, never stop: while video is missing and audio still arrives, the guard hands out
-//! the last keyframe again, stamped with the audio's clock, so the transcoder keeps every video
-//! rendition advancing on a frozen picture. When video returns, it waits for a real keyframe
-//! (later frames would reference pictures the decoder no longer holds).
-//!
-//! Pure code: the caller passes the time.
+//! The starvation guard for RTMP: repeats the last keyframe FLV tag, restamped, while the
+//! publisher's video is starved (see the parent module).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::media::{FlvTag, TagKind};
-
-/// How long video may be missing, while audio flows, before the picture is frozen. In RTMP
-/// audio and video share one TCP stream, so a network stall delays both and never looks like
-/// this; only an encoder shedding video does.
-pub const STARVED_AFTER: Duration = Duration::from_millis(400);
-
-/// What [`StarvationGuard::tick`] decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tick {
-    /// Nothing to do.
-    Idle,
-    /// Video just went missing: a freeze frame to send, and the start of an episode.
-    Starved(FlvTag),
-    /// Video is still missing: another freeze frame to send.
-    Frozen(FlvTag),
-}
+use super::{Starvation, Tick};
+use crate::ingest::media::{FlvTag, TagKind};
 
 /// See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StarvationGuard {
+    clock: Starvation,
     last_keyframe: Option<FlvTag>,
-    last_video: Option<Instant>,
-    last_audio: Option<(Instant, u32)>,
-    /// While frozen: the timestamp of the last freeze frame; real video waits for a keyframe
-    /// after it.
-    frozen_at: Option<u32>,
+}
+
+impl Default for StarvationGuard {
+    fn default() -> Self {
+        Self {
+            // FLV timestamps are milliseconds.
+            clock: Starvation::new(1000),
+            last_keyframe: None,
+        }
+    }
 }
 
 impl StarvationGuard {
     /// Whether the picture is frozen.
     pub fn is_frozen(&self) -> bool {
-        self.frozen_at.is_some()
+        self.clock.is_frozen()
     }
 
     /// Looks at a tag from the publisher: `Some` to pass it on, `None` to drop it (video that
@@ -52,15 +34,15 @@ impl StarvationGuard {
     pub fn admit(&mut self, tag: FlvTag, now: Instant) -> Option<FlvTag> {
         match tag.kind {
             TagKind::Audio if !tag.is_sequence_header() => {
-                self.last_audio = Some((now, tag.timestamp))
+                self.clock.saw_audio(now, u64::from(tag.timestamp))
             }
             TagKind::Video if !tag.is_sequence_header() => {
-                self.last_video = Some(now);
-                if let Some(frozen_at) = self.frozen_at {
-                    if !(tag.is_keyframe() && tag.timestamp > frozen_at) {
-                        return None;
-                    }
-                    self.frozen_at = None;
+                self.clock.saw_video(now);
+                if !self
+                    .clock
+                    .admit_frame(tag.is_keyframe(), u64::from(tag.timestamp))
+                {
+                    return None;
                 }
                 if tag.is_keyframe() {
                     self.last_keyframe = Some(tag.clone());
@@ -73,34 +55,24 @@ impl StarvationGuard {
 
     /// Called every so often (a few times per second): a freeze frame to send, if video is
     /// starved while audio flows.
-    pub fn tick(&mut self, now: Instant) -> Tick {
-        let (Some(keyframe), Some(last_video), Some((audio_at, audio_ts))) =
-            (&self.last_keyframe, self.last_video, self.last_audio)
-        else {
+    pub fn tick(&mut self, now: Instant) -> Tick<FlvTag> {
+        let Some(keyframe) = &self.last_keyframe else {
             return Tick::Idle;
         };
-        // Once frozen, the picture stays frozen until a real keyframe is let through, even if
-        // inter frames (which cannot be decoded without their references) already came back.
-        let video_missing =
-            now.duration_since(last_video) >= STARVED_AFTER || self.frozen_at.is_some();
-        let audio_flowing = now.duration_since(audio_at) < STARVED_AFTER;
-        if !video_missing || !audio_flowing || self.frozen_at.is_some_and(|t| t >= audio_ts) {
-            return Tick::Idle;
-        }
-        let mut frame = keyframe.clone();
-        frame.timestamp = audio_ts;
-        let first = self.frozen_at.replace(audio_ts).is_none();
-        if first {
-            Tick::Starved(frame)
-        } else {
-            Tick::Frozen(frame)
-        }
+        self.clock.tick(now).map(|ts| {
+            let mut frame = keyframe.clone();
+            // FLV timestamps are 32-bit milliseconds, and wrap after 49 days as ffmpeg expects.
+            frame.timestamp = ts as u32;
+            frame
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+
+    use std::time::Duration;
 
     use super::*;
 
@@ -139,11 +111,10 @@ mod tests {
             }
             other => panic!("expected a freeze frame, got {other:?}"),
         }
-        assert_eq!(
-            g.tick(ms(1050)),
-            Tick::Idle,
-            "no new audio: nothing new to stamp"
-        );
+        // No new audio yet: the freeze frame follows the audio's clock on from its last
+        // frame, so the decoder and frame-rate filter downstream keep getting frames.
+        assert!(matches!(g.tick(ms(1050)), Tick::Frozen(f) if f.timestamp == 1050));
+        assert_eq!(g.tick(ms(1050)), Tick::Idle, "no time passed: nothing new");
         g.admit(audio(1100), ms(1100));
         assert!(matches!(g.tick(ms(1100)), Tick::Frozen(f) if f.timestamp == 1100));
         assert!(g.is_frozen());
