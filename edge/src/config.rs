@@ -1,6 +1,8 @@
-//! The edge's config file (`conf/edge.yaml`).
+//! The edge's config file (`conf/edge.yaml`). Every key has a default that runs; times are in
+//! seconds.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use yaml_config::{Invalid, Validate, check_range};
@@ -17,10 +19,48 @@ pub struct EdgeConfig {
     pub tls_listen: SocketAddr,
     /// Prometheus endpoint.
     pub metrics_listen: SocketAddr,
+    /// Worker threads of the proxy.
+    pub threads: usize,
     /// Upstream origins, tried in order (primary first).
     pub origins: Vec<String>,
+    /// The cache.
+    pub cache: CacheConfig,
+    /// Connections to the origins.
+    pub upstream: UpstreamConfig,
+}
+
+/// `cache:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
     /// Bytes of media and playlists the cache may hold.
-    pub cache_bytes: u64,
+    pub bytes: u64,
+    /// Largest object cached; a larger one is passed through once and not kept.
+    pub max_object_bytes: u64,
+    /// Longest any object is kept, whatever its max-age.
+    pub max_ttl: f64,
+    /// How long the first request for an object may hold the others back while it fetches:
+    /// longer than the origin may legitimately hold a blocking request (3 target durations).
+    pub lock_timeout: f64,
+    /// Longest a 404 ("not there yet") or a 503 (blocking timeout) is cached, so that a herd
+    /// asking too early costs one origin request per this interval, not one each.
+    pub negative_ttl: f64,
+    /// Freshness given to a media playlist without directives when the origin says `max-age=0`
+    /// (it means "half a part target", which HTTP cannot say in whole seconds). Requests within
+    /// this interval share one fetch; it is never served staler than this.
+    pub playlist_fresh: f64,
+}
+
+/// `upstream:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Time to connect to an origin before trying the next.
+    pub connect_timeout: f64,
+    /// Time to wait for an origin's answer; longer than its blocking hold.
+    pub read_timeout: f64,
+    /// How long an idle upstream connection is kept for reuse.
+    pub idle_timeout: f64,
 }
 
 impl Default for EdgeConfig {
@@ -30,9 +70,41 @@ impl Default for EdgeConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             tls_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
+            threads: 2,
             origins: vec!["127.0.0.1:8081".to_string()],
-            cache_bytes: 1 << 30,
+            cache: CacheConfig::default(),
+            upstream: UpstreamConfig::default(),
         }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            bytes: 1 << 30,
+            max_object_bytes: 64 << 20,
+            max_ttl: 86_400.0,
+            lock_timeout: 10.0,
+            negative_ttl: 1.0,
+            playlist_fresh: 0.1,
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: 1.0,
+            read_timeout: 12.0,
+            idle_timeout: 60.0,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// `lock_timeout` as a duration.
+    pub fn lock_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.lock_timeout)
     }
 }
 
@@ -53,7 +125,58 @@ impl Validate for EdgeConfig {
                 return Err(Invalid::new(format!("origins[{i}]"), "HOST:PORT", o));
             }
         }
-        check_range("cache_bytes", self.cache_bytes, 1 << 20, 1 << 40, "bytes")?;
+        check_range("threads", self.threads, 1, 256, "threads")?;
+        let c = &self.cache;
+        check_range("cache.bytes", c.bytes, 1 << 20, 1 << 40, "bytes")?;
+        check_range(
+            "cache.max_object_bytes",
+            c.max_object_bytes,
+            1 << 10,
+            c.bytes,
+            "bytes (at most cache.bytes)",
+        )?;
+        check_range("cache.max_ttl", c.max_ttl, 1.0, 31_536_000.0, "seconds")?;
+        check_range("cache.lock_timeout", c.lock_timeout, 0.1, 120.0, "seconds")?;
+        check_range("cache.negative_ttl", c.negative_ttl, 0.0, 10.0, "seconds")?;
+        check_range(
+            "cache.playlist_fresh",
+            c.playlist_fresh,
+            0.0,
+            2.0,
+            "seconds",
+        )?;
+        let u = &self.upstream;
+        check_range(
+            "upstream.connect_timeout",
+            u.connect_timeout,
+            0.01,
+            30.0,
+            "seconds",
+        )?;
+        check_range(
+            "upstream.read_timeout",
+            u.read_timeout,
+            0.1,
+            300.0,
+            "seconds",
+        )?;
+        check_range(
+            "upstream.idle_timeout",
+            u.idle_timeout,
+            0.0,
+            3600.0,
+            "seconds",
+        )?;
+        if c.lock_timeout > u.read_timeout {
+            return Err(Invalid::new(
+                "cache.lock_timeout",
+                format!(
+                    "at most upstream.read_timeout ({} s), or waiters outlive their leader",
+                    u.read_timeout
+                ),
+                c.lock_timeout.to_string(),
+            ));
+        }
         Ok(())
     }
 }
@@ -64,12 +187,37 @@ mod tests {
 
     use super::*;
 
+    fn parse(text: &str) -> Result<EdgeConfig, yaml_config::ConfigError> {
+        yaml_config::from_str::<EdgeConfig>(Path::new("e.yaml"), text)
+    }
+
     #[test]
-    fn the_shipped_config_is_valid_and_origins_are_checked() {
+    fn the_shipped_configs_are_valid_and_match_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/edge.yaml");
-        yaml_config::load::<EdgeConfig>(&path).unwrap_or_else(|e| panic!("{e}"));
-        let err = yaml_config::from_str::<EdgeConfig>(Path::new("e.yaml"), "origins: [nohost]\n")
-            .expect_err("bad");
-        assert_eq!(err.key.as_deref(), Some("origins[0]"));
+        let shipped = yaml_config::load::<EdgeConfig>(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            shipped,
+            EdgeConfig::default(),
+            "conf/edge.yaml shows the defaults"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let key = |text: &str| parse(text).expect_err("refused").key;
+        assert_eq!(key("origins: [nohost]\n").as_deref(), Some("origins[0]"));
+        assert_eq!(key("origins: []\n").as_deref(), Some("origins"));
+        assert_eq!(
+            key("cache: { max_object_bytes: 10 }\n").as_deref(),
+            Some("cache.max_object_bytes")
+        );
+        assert_eq!(
+            key("cache: { lock_timeout: 30 }\n").as_deref(),
+            Some("cache.lock_timeout")
+        );
+        assert!(
+            parse("cache: { colour: blue }\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 }

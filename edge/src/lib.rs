@@ -1,6 +1,18 @@
-//! The edge: a cache tier deployed per region between players and the regional origins.
+//! The edge: a cache tier deployed per region between players and the regional origins, built
+//! on pingora's proxy and cache. Its one job is herd control: however many players ask for the
+//! same new part, blocking playlist or hinted part at once, the origin sees one request per
+//! edge, and every waiter gets the answer the moment the first request's does.
 //!
-//! This release holds the edge's typed configuration only; the caching proxy that serves it
-//! is not built yet, and the binary says so instead of pretending to serve.
+//! A request flows through [`proxy::Edge`]'s phases: [`request`] reads it into a kind and a
+//! normalized cache key (or refuses it), the cache lock makes the first request for a key the
+//! only one that goes upstream, and [`storage::MediaCache`] streams what that request receives
+//! to every other request for the key while it arrives, then keeps it, bounded by bytes.
+//! [`config`] is the YAML file; [`metrics`] what it counts; [`server`] puts the services
+//! together.
 
 pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod request;
+pub mod server;
+pub mod storage;

@@ -52,8 +52,12 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    eprintln!(
-        "edge: this build holds the edge's configuration only; the caching proxy is not part of it yet"
-    );
-    ExitCode::FAILURE
+    corral_telemetry::init_logging(&config.log_level);
+    match corral_edge::server::build(&config) {
+        Ok(server) => server.run_forever(),
+        Err(e) => {
+            eprintln!("edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

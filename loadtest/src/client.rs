@@ -26,6 +26,15 @@ pub struct Fetched {
     pub content_encoding: Option<String>,
     /// The `Content-Type` header, if any.
     pub content_type: Option<String>,
+    /// Every response header.
+    pub headers: http::HeaderMap,
+}
+
+impl Fetched {
+    /// A response header as text, if present and printable.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 /// An HTTP client for one viewer (connections are reused).
@@ -55,10 +64,11 @@ impl HttpClient {
         let req = req.body(Empty::new())?;
         let started = Instant::now();
         let work = async {
-            let resp = self.inner.request(req).await?;
-            let status = resp.status();
+            let (parts, body) = self.inner.request(req).await?.into_parts();
+            let status = parts.status;
             let header = |name: http::header::HeaderName| {
-                resp.headers()
+                parts
+                    .headers
                     .get(name)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
@@ -66,7 +76,7 @@ impl HttpClient {
             let cache_control = header(http::header::CACHE_CONTROL);
             let content_encoding = header(http::header::CONTENT_ENCODING);
             let content_type = header(http::header::CONTENT_TYPE);
-            let body = resp.into_body().collect().await?.to_bytes();
+            let body = body.collect().await?.to_bytes();
             anyhow::Ok(Fetched {
                 status,
                 body,
@@ -75,6 +85,7 @@ impl HttpClient {
                 cache_control,
                 content_encoding,
                 content_type,
+                headers: parts.headers,
             })
         };
         tokio::time::timeout(self.timeout, work)

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod edge;
+
 use corral_loadtest::client::{Fetched, HttpClient};
 use corral_loadtest::playlist::MediaPlaylist;
 
@@ -138,6 +140,15 @@ pub fn metric(text: &str, sample: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The sum of every Prometheus sample in `text` whose line starts with `prefix` (a metric name
+/// and the first of its labels, say `name{kind="part"`), 0 when none.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A scratch directory removed on drop.

@@ -1,0 +1,89 @@
+//! The edge's Prometheus metrics (on `metrics_listen`, prefix `corral_edge_`).
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Everything the edge counts.
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    /// Player requests answered, by object kind, cache outcome and status.
+    pub requests: IntCounterVec,
+    /// Time from request to the end of the response, by object kind.
+    pub request_seconds: prometheus::HistogramVec,
+    /// Requests sent upstream, by object kind and origin status (the herd measure: one per
+    /// object per edge).
+    pub upstream_requests: IntCounterVec,
+    /// Upstream connection failures that moved a request to the next origin, by origin.
+    pub upstream_failovers: IntCounterVec,
+    /// Requests refused before any cache or upstream work, by reason.
+    pub refused: IntCounterVec,
+    /// Time a coalesced request waited for its leader.
+    pub lock_wait_seconds: Histogram,
+    /// Complete objects in the cache.
+    pub cache_objects: IntGauge,
+    /// Their weight in bytes.
+    pub cache_bytes: IntGauge,
+    /// Objects being fetched from upstream now.
+    pub cache_filling: IntGauge,
+    /// Fills that failed (upstream error or too large).
+    pub cache_failed_fills: IntGauge,
+}
+
+impl EdgeMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new("edge_requests_total", "Player requests answered"),
+                &["kind", "cache", "status"],
+            )?,
+            request_seconds: prometheus::HistogramVec::new(
+                HistogramOpts::new("edge_request_seconds", "Request to end of response")
+                    .buckets(buckets.clone()),
+                &["kind"],
+            )?,
+            upstream_requests: IntCounterVec::new(
+                Opts::new("edge_upstream_requests_total", "Requests sent to an origin"),
+                &["kind", "status"],
+            )?,
+            upstream_failovers: IntCounterVec::new(
+                Opts::new(
+                    "edge_upstream_failovers_total",
+                    "Origins that could not be reached, so the next was tried",
+                ),
+                &["origin"],
+            )?,
+            refused: IntCounterVec::new(
+                Opts::new("edge_refused_total", "Requests refused before any work"),
+                &["reason"],
+            )?,
+            lock_wait_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "edge_lock_wait_seconds",
+                    "Time a coalesced request waited for its leader",
+                )
+                .buckets(buckets),
+            )?,
+            cache_objects: IntGauge::new("edge_cache_objects", "Complete objects cached")?,
+            cache_bytes: IntGauge::new("edge_cache_bytes", "Bytes of cached objects")?,
+            cache_filling: IntGauge::new("edge_cache_filling", "Objects being fetched now")?,
+            cache_failed_fills: IntGauge::new(
+                "edge_cache_failed_fills",
+                "Upstream fetches that failed or were too large to keep",
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_seconds.clone()))?;
+        registry.register(Box::new(m.upstream_requests.clone()))?;
+        registry.register(Box::new(m.upstream_failovers.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
+        registry.register(Box::new(m.lock_wait_seconds.clone()))?;
+        registry.register(Box::new(m.cache_objects.clone()))?;
+        registry.register(Box::new(m.cache_bytes.clone()))?;
+        registry.register(Box::new(m.cache_filling.clone()))?;
+        registry.register(Box::new(m.cache_failed_fills.clone()))?;
+        Ok(m)
+    }
+}

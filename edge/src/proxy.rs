@@ -1,0 +1,326 @@
+//! The edge's request path as pingora's [`ProxyHttp`] phases, in the order a request meets
+//! them:
+//!
+//! 1. `request_filter`: method and target checks ([`crate::request`]); refused requests are
+//!    answered 400/405 before any cache or upstream work.
+//! 2. `request_cache_filter`: every cacheable request enables the cache and the cache lock,
+//!    whatever its kind: blocking playlists and hinted parts coalesce like everything else.
+//!    No predictor: one uncacheable answer never turns coalescing off for a key.
+//! 3. `cache_key_callback`: the normalized key of [`crate::request`].
+//! 4. On a miss, `upstream_peer` picks the origin (primary first; `fail_to_connect` moves to
+//!    the next) and `upstream_request_filter` sends the normalized target, so what is cached is
+//!    exactly what was asked.
+//! 5. `response_cache_filter`: the origin's Cache-Control decides, with the edge's rules on top
+//!    (404/503 kept at most `negative_ttl`, directive-less playlists at `max-age=0` kept
+//!    `playlist_fresh`, no playlist ever served stale).
+//! 6. `response_filter`: `Age` on every answer, `X-Cache` saying how it was served.
+//! 7. `logging`: metrics.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::{
+    CacheKey, CacheMeta, CacheMetaDefaults, CacheOptionOverrides, CachePhase, NoCacheReason,
+    RespCacheable,
+};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use crate::config::EdgeConfig;
+use crate::metrics::EdgeMetrics;
+use crate::request::{self, CacheRequest, ObjectKind};
+use crate::storage::MediaCache;
+
+/// No freshness from defaults: an answer without Cache-Control or Expires is not cached.
+const NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
+
+/// Per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    request: Option<CacheRequest>,
+    /// Index into the origin list of the origin to try next.
+    origin: usize,
+}
+
+/// See the module documentation.
+pub struct Edge {
+    origins: Vec<String>,
+    storage: &'static MediaCache,
+    lock: &'static CacheKeyLockImpl,
+    lock_timeout: Duration,
+    max_object_bytes: usize,
+    negative_ttl: Duration,
+    playlist_fresh: Duration,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+    metrics: EdgeMetrics,
+}
+
+impl Edge {
+    /// The edge for `config`, caching in `storage` (which lives as long as the process).
+    pub fn new(config: &EdgeConfig, storage: &'static MediaCache, metrics: EdgeMetrics) -> Self {
+        let lock_timeout = config.cache.lock_timeout();
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_timeout));
+        let secs = Duration::from_secs_f64;
+        Self {
+            origins: config.origins.clone(),
+            storage,
+            lock,
+            lock_timeout,
+            max_object_bytes: config.cache.max_object_bytes as usize,
+            negative_ttl: secs(config.cache.negative_ttl),
+            playlist_fresh: secs(config.cache.playlist_fresh),
+            connect_timeout: secs(config.upstream.connect_timeout),
+            read_timeout: secs(config.upstream.read_timeout),
+            idle_timeout: secs(config.upstream.idle_timeout),
+            metrics,
+        }
+    }
+
+    fn kind(ctx: &RequestCtx) -> ObjectKind {
+        ctx.request.as_ref().map_or(ObjectKind::Other, |r| r.kind)
+    }
+
+    async fn refuse(&self, session: &mut Session, status: u16, reason: &str) -> Result<bool> {
+        self.metrics.refused.with_label_values(&[reason]).inc();
+        let mut resp = ResponseHeader::build(status, Some(3))?;
+        resp.insert_header("content-type", "text/plain")?;
+        resp.insert_header("cache-control", "no-store")?;
+        let body = Bytes::from(format!("{reason}\n"));
+        resp.insert_header("content-length", body.len())?;
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+
+    /// The edge's rules for keeping an origin answer.
+    fn cacheability(&self, kind: ObjectKind, resp: &ResponseHeader) -> RespCacheable {
+        let status = resp.status.as_u16();
+        let cc = CacheControl::from_resp_headers(resp);
+        if cc.as_ref().is_some_and(|c| c.no_store() || c.private()) {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        }
+        let now = SystemTime::now();
+        let header = resp.clone();
+        let origin_ttl = cc.as_ref().and_then(|c| c.fresh_duration());
+        match status {
+            200 => {}
+            // "Not there yet" and "blocking timed out": kept briefly, so the waiters of this
+            // fetch share its answer and the next herd is one request per interval.
+            400 | 404 | 503 => {
+                let ttl = origin_ttl
+                    .unwrap_or(self.negative_ttl)
+                    .min(self.negative_ttl);
+                if ttl.is_zero() {
+                    return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+                }
+                return RespCacheable::Cacheable(CacheMeta::new(now + ttl, now, 0, 0, header));
+            }
+            _ => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
+        }
+        let playlist = matches!(
+            kind,
+            ObjectKind::Playlist | ObjectKind::BlockingPlaylist | ObjectKind::Multivariant
+        );
+        if playlist {
+            // Never stale: no stale-while-revalidate, no stale-if-error, whatever the origin says.
+            let ttl = match origin_ttl {
+                Some(ttl) if !ttl.is_zero() => ttl,
+                Some(_) if kind == ObjectKind::Playlist => self.playlist_fresh,
+                _ => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
+            };
+            return RespCacheable::Cacheable(CacheMeta::new(now + ttl, now, 0, 0, header));
+        }
+        pingora::cache::filters::resp_cacheable(cc.as_ref(), header, false, &NO_DEFAULTS)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            request: None,
+            origin: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let method = req.method.as_str();
+        if !matches!(method, "GET" | "HEAD" | "OPTIONS") {
+            return self.refuse(session, 405, "method not allowed").await;
+        }
+        let read = request::read(req.uri.path(), req.uri.query());
+        match read {
+            Ok(r) => {
+                ctx.request = Some(r);
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::debug!(uri = %req.uri, error = %e, "request refused");
+                self.refuse(session, 400, &e.to_string()).await
+            }
+        }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let method = &session.req_header().method;
+        let cacheable_method = method == "GET" || method == "HEAD";
+        if cacheable_method && Self::kind(ctx).cacheable() {
+            let mut overrides = CacheOptionOverrides::default();
+            overrides.wait_timeout = Some(self.lock_timeout);
+            session
+                .cache
+                .enable(self.storage, None, None, Some(self.lock), Some(overrides));
+            session.cache.set_max_file_size_bytes(self.max_object_bytes);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let key = ctx.request.as_ref().map_or("", |r| r.key.as_str());
+        Ok(CacheKey::new(key, ""))
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let origin = &self.origins[ctx.origin % self.origins.len()];
+        let mut peer = HttpPeer::new(origin.as_str(), false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.idle_timeout = Some(self.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let origin = &self.origins[ctx.origin % self.origins.len()];
+        self.metrics
+            .upstream_failovers
+            .with_label_values(&[origin.as_str()])
+            .inc();
+        ctx.origin += 1;
+        if ctx.origin < self.origins.len() {
+            tracing::warn!(%peer, error = %e, "origin unreachable, trying the next");
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(r) = &ctx.request
+            && r.kind.cacheable()
+            && let Ok(uri) = r.key.parse()
+        {
+            upstream.set_uri(uri);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[Self::kind(ctx).as_str(), upstream.status.as_str()])
+            .inc();
+        Ok(())
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        Ok(self.cacheability(Self::kind(ctx), resp))
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // Media that the origin marked stale-if-error is still the right bytes when the origin
+        // fails; playlists are never served stale, and nothing is served stale merely to
+        // revalidate in the background.
+        let media = matches!(
+            Self::kind(ctx),
+            ObjectKind::Part | ObjectKind::Segment | ObjectKind::Init
+        );
+        media && error.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if resp.headers.get("age").is_none() {
+            resp.insert_header("age", "0")?;
+        }
+        let label = cache_label(session);
+        resp.insert_header("x-cache", label)?;
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let kind = Self::kind(ctx).as_str();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        self.metrics
+            .requests
+            .with_label_values(&[kind, cache_label(session), &status.to_string()])
+            .inc();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[kind])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(waited) = session.cache.lock_duration() {
+            self.metrics.lock_wait_seconds.observe(waited.as_secs_f64());
+        }
+    }
+}
+
+/// How a response was served: `hit`, `coalesced` (it waited for another request's fetch),
+/// `miss` (it fetched), `stale`, or `pass` (not cached).
+fn cache_label(session: &Session) -> &'static str {
+    if !session.cache.enabled() && !matches!(session.cache.phase(), CachePhase::Disabled(_)) {
+        return "pass";
+    }
+    match session.cache.phase() {
+        CachePhase::Hit if session.cache.lock_duration().is_some() => "coalesced",
+        CachePhase::Hit => "hit",
+        CachePhase::Miss if session.cache.lock_duration().is_some() => "coalesced",
+        CachePhase::Miss | CachePhase::Expired => "miss",
+        CachePhase::Stale | CachePhase::StaleUpdating => "stale",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "revalidated",
+        _ => "pass",
+    }
+}

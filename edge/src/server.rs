@@ -1,0 +1,94 @@
+//! Puts the edge's services together on one pingora server: the proxy listener and a
+//! background service for metrics (and the cache gauges behind them).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+use prometheus::Registry;
+
+use crate::config::EdgeConfig;
+use crate::metrics::EdgeMetrics;
+use crate::proxy::Edge;
+use crate::storage::MediaCache;
+
+/// How often the cache gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Builds the server for `config`; `run_forever` on it serves until SIGTERM (graceful: open
+/// requests finish) or SIGINT.
+pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let registry = corral_telemetry::new_registry();
+    let metrics = EdgeMetrics::register(&registry)?;
+    let storage: &'static MediaCache = Box::leak(Box::new(MediaCache::new(
+        config.cache.bytes,
+        config.cache.max_object_bytes as usize,
+        Duration::from_secs_f64(config.cache.max_ttl),
+    )));
+
+    let edge = Edge::new(config, storage, metrics.clone());
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, edge);
+    proxy.add_tcp(&config.listen.to_string());
+    server.add_service(proxy);
+
+    let admin = Admin {
+        listen: config.metrics_listen,
+        registry,
+        metrics,
+        storage,
+    };
+    server.add_service(background_service("metrics", admin));
+    tracing::info!(listen = %config.listen, origins = ?config.origins, "edge listening");
+    Ok(server)
+}
+
+/// The metrics endpoint and the cache gauges.
+struct Admin {
+    listen: std::net::SocketAddr,
+    registry: Registry,
+    metrics: EdgeMetrics,
+    storage: &'static MediaCache,
+}
+
+#[async_trait]
+impl BackgroundService for Admin {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let served =
+            corral_telemetry::serve_metrics(self.listen, self.registry.clone(), stop_rx).await;
+        if let Err(e) = served {
+            tracing::error!(listen = %self.listen, error = %e, "cannot listen on metrics_listen");
+            std::process::exit(2);
+        }
+        let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.refresh_gauges(),
+                _ = shutdown.changed() => break,
+            }
+        }
+        let _ = stop_tx.send(true);
+    }
+}
+
+impl Admin {
+    fn refresh_gauges(&self) {
+        let s = self.storage.stats();
+        let set = |g: &prometheus::IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        set(&self.metrics.cache_objects, s.objects);
+        set(&self.metrics.cache_bytes, s.bytes);
+        set(&self.metrics.cache_filling, s.filling);
+        set(&self.metrics.cache_failed_fills, s.failed_fills);
+    }
+}

@@ -1,0 +1,205 @@
+//! The edge in front of a real origin: herds of players asking at once for a blocking
+//! playlist, a hinted part that does not exist yet, and an object asked for too early cost the
+//! origin one request each, and every player gets the same answer as soon as the first does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_e2e::edge::Edge;
+use corral_e2e::{Origin, SERIAL, TEST_LADDER, metric_sum};
+use corral_loadtest::client::Fetched;
+use corral_loadtest::playlist::MediaPlaylist;
+use tokio::task::JoinSet;
+
+const PLAYLIST: &str = "/live/demo/360p/index.m3u8";
+const HERD: usize = 1000;
+
+fn origin_config() -> String {
+    format!(
+        "{TEST_LADDER}\nstreams:\n  - name: demo\n    source: testsrc\n    testsrc: {{ width: 640, height: 360 }}\n"
+    )
+}
+
+/// Requests of `kind` the origin has answered, any status.
+async fn origin_requests(origin: &Origin, kind: &str) -> f64 {
+    metric_sum(
+        &origin.metrics_text().await,
+        &format!("corral_origin_http_requests_total{{kind=\"{kind}\""),
+    )
+}
+
+/// `HERD` concurrent GETs through the edge, the i-th for `paths[i % paths.len()]`; the answers
+/// in the same order.
+async fn herd(edge: &Arc<Edge>, paths: &[String]) -> Vec<Fetched> {
+    let mut set = JoinSet::new();
+    for i in 0..HERD {
+        let edge = edge.clone();
+        let path = paths[i % paths.len()].clone();
+        set.spawn(async move { (i, edge.get(&path).await) });
+    }
+    let mut out: Vec<Option<Fetched>> = (0..HERD).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        let (i, fetched) = r.expect("a viewer task");
+        out[i] = Some(fetched);
+    }
+    out.into_iter()
+        .map(|f| f.expect("every viewer answered"))
+        .collect()
+}
+
+/// The media playlist through the edge, once the stream is live there.
+async fn live_playlist(edge: &Edge) -> MediaPlaylist {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = edge.get(PLAYLIST).await;
+        if r.status == 200
+            && let Ok(p) = MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
+            && p.preload_hint.is_some()
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream never went live through the edge\n{}",
+            edge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herds_of_players_cost_the_origin_one_request_per_object() {
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start(&origin_config());
+    let edge = Arc::new(Edge::start(&origin.http.to_string(), ""));
+    let playlist = live_playlist(&edge).await;
+
+    // The next part: hinted, not yet published. Half the herd blocks on the playlist that will
+    // list it (parameters in different orders, with a signature-like extra), half asks for
+    // the part itself.
+    let hint = playlist.preload_hint.clone().expect("a hinted part");
+    let (msn, part) = MediaPlaylist::part_position(&hint).expect("msn.part.m4s");
+    let part_path = format!("/live/demo/360p/{hint}");
+    let playlists = [
+        format!("{PLAYLIST}?_HLS_msn={msn}&_HLS_part={part}"),
+        format!("{PLAYLIST}?_HLS_part={part}&_HLS_msn={msn}&sig=viewer-token"),
+    ];
+    let before_playlists = origin_requests(&origin, "blocking_playlist").await;
+    let before_parts = origin_requests(&origin, "part").await;
+    let asked = Instant::now();
+    let paths = [
+        playlists[0].clone(),
+        part_path.clone(),
+        playlists[1].clone(),
+        part_path,
+    ];
+    let answers = herd(&edge, &paths).await;
+    let after_playlists = origin_requests(&origin, "blocking_playlist").await;
+    let after_parts = origin_requests(&origin, "part").await;
+    assert_eq!(
+        after_playlists - before_playlists,
+        1.0,
+        "{} players blocked on one playlist through the edge",
+        HERD / 2
+    );
+    assert_eq!(
+        after_parts - before_parts,
+        1.0,
+        "{} players asked for one hinted part",
+        HERD / 2
+    );
+
+    // Everyone got the same bytes, and got them as soon as the first player did: the waiters
+    // were woken by the fill, not by a timer.
+    for kind in [".m3u8", ".m4s"] {
+        let group: Vec<&Fetched> = answers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| paths[i % paths.len()].contains(kind))
+            .map(|(_, a)| a)
+            .collect();
+        for a in &group {
+            assert_eq!(
+                a.status,
+                200,
+                "{kind}: {}",
+                String::from_utf8_lossy(&a.body)
+            );
+            assert!(
+                a.body == group[0].body,
+                "{kind}: every player gets the same bytes"
+            );
+            assert!(a.header("age").is_some(), "{kind}: Age is set");
+        }
+        let first = group.iter().map(|a| a.done).min().expect("answers");
+        let last = group.iter().map(|a| a.done).max().expect("answers");
+        assert!(
+            last - first < Duration::from_millis(250),
+            "{kind}: the last player finished {:?} after the first (asked {:?} before)",
+            last - first,
+            first - asked
+        );
+    }
+    let listed = MediaPlaylist::parse(std::str::from_utf8(&answers[0].body).expect("utf-8"))
+        .expect("a playlist");
+    assert!(
+        listed
+            .segments
+            .iter()
+            .flat_map(|s| &s.parts)
+            .any(|p| p.uri == hint),
+        "the blocking playlist lists the part it waited for"
+    );
+    assert!(edge.metric("corral_edge_lock_wait_seconds_count").await >= 1.0);
+
+    // A part asked for far too early (not even hinted): the origin says 404, and the edge keeps
+    // that answer for a moment so the herd behind it costs one request too.
+    let early = format!("/live/demo/360p/{}.0.m4s", msn + 5);
+    let before = origin_requests(&origin, "part").await;
+    let answers = herd(&edge, std::slice::from_ref(&early)).await;
+    assert!(answers.iter().all(|a| a.status == 404));
+    assert_eq!(origin_requests(&origin, "part").await - before, 1.0);
+
+    // Once an object is cached, players are answered by the edge alone.
+    let segment = format!("/live/demo/360p/{}.m4s", playlist.segments[0].msn);
+    let first = edge.get(&segment).await;
+    assert_eq!(first.status, 200);
+    let before = origin_requests(&origin, "segment").await;
+    let again = edge.get(&segment).await;
+    assert!(again.body == first.body);
+    assert_eq!(again.header("x-cache"), Some("hit"));
+    assert_eq!(origin_requests(&origin, "segment").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_at_the_edge_without_reaching_the_origin() {
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start(&origin_config());
+    let edge = Edge::start(&origin.http.to_string(), "");
+    let before = metric_sum(
+        &origin.metrics_text().await,
+        "corral_origin_http_requests_total",
+    );
+    for path in [
+        format!("{PLAYLIST}?_HLS_msn=abc"),
+        format!("{PLAYLIST}?_HLS_part=1"),
+        format!("{PLAYLIST}?_HLS_msn=1&_HLS_msn=2"),
+        "/live/demo/../secret".to_string(),
+        "/live/demo/%2e%2e/x".to_string(),
+        "/live//demo".to_string(),
+    ] {
+        let r = edge.get(&path).await;
+        assert_eq!(r.status, 400, "{path}");
+        assert_eq!(r.cache_control.as_deref(), Some("no-store"));
+    }
+    let after = metric_sum(
+        &origin.metrics_text().await,
+        "corral_origin_http_requests_total",
+    );
+    assert_eq!(after, before, "nothing refused reached the origin");
+    assert_eq!(
+        edge.metric("corral_edge_refused_total{reason=\"path not in canonical form\"}")
+            .await,
+        3.0
+    );
+}

@@ -1,0 +1,116 @@
+//! A running edge binary in front of a test origin, stopped by PID on drop.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_loadtest::client::{Fetched, HttpClient};
+
+use crate::{Scratch, binary, free_port, metric};
+
+/// See the module documentation.
+pub struct Edge {
+    child: Child,
+    /// Its HTTP/1.1 address.
+    pub http: SocketAddr,
+    /// Its metrics address.
+    pub metrics: SocketAddr,
+    /// The HTTP client tests use.
+    pub client: HttpClient,
+    scratch: Scratch,
+}
+
+impl Edge {
+    /// Starts an edge with `--listen` and `--origin` flags (overriding the file), `extra`
+    /// YAML appended to a config that sets its metrics port, and waits until it accepts
+    /// connections.
+    pub fn start(origin: &str, extra: &str) -> Edge {
+        let scratch = Scratch::new("edge");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let path = scratch.file(
+            "edge.yaml",
+            &format!("metrics_listen: {metrics}\nlog_level: info\n{extra}"),
+        );
+        let log = std::fs::File::create(scratch.0.join("edge.log")).expect("log file");
+        let child = Command::new(binary("edge"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--listen")
+            .arg(http.to_string())
+            .arg("--origin")
+            .arg(origin)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("edge starts");
+        let mut edge = Edge {
+            child,
+            http,
+            metrics,
+            client: HttpClient::new(Duration::from_secs(20)),
+            scratch,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(edge.http).is_err()
+            || std::net::TcpStream::connect(edge.metrics).is_err()
+        {
+            if let Ok(Some(status)) = edge.child.try_wait() {
+                panic!("the edge exited with {status}\n{}", edge.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the edge did not start\n{}",
+                edge.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        edge
+    }
+
+    /// What the edge logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.scratch.0.join("edge.log")).unwrap_or_default()
+    }
+
+    /// `http://<edge><path>`.
+    pub fn url(&self, path: &str) -> http::Uri {
+        format!("http://{}{path}", self.http)
+            .parse()
+            .expect("valid URI")
+    }
+
+    /// GETs `path` through the edge.
+    pub async fn get(&self, path: &str) -> Fetched {
+        self.client
+            .get(&self.url(path), &[])
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} through the edge: {e}\n{}", self.log()))
+    }
+
+    /// A sample of the edge's metrics (0 when absent).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let uri = format!("http://{}/metrics", self.metrics)
+            .parse()
+            .expect("valid URI");
+        let r = self.client.get(&uri, &[]).await.expect("metrics answer");
+        metric(std::str::from_utf8(&r.body).expect("utf-8"), sample)
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(None) = self.child.try_wait() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.wait();
+    }
+}
