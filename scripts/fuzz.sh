@@ -61,6 +61,12 @@ seed_request_parse() {
     done
 }
 
+# The edge reads the same URLs (and signatures beside the directives, in any order).
+seed_edge_request() {
+    seed_request_parse "$1"
+    printf '%s' '/live/demo/720p/index.m3u8?_HLS_part=3&exp=1700000000&sig=abc&_HLS_msn=012' >"$1/seed-edge"
+}
+
 # The playlist writer's input is a script of log operations: it starts from an empty corpus.
 seed_playlist_writer() {
     :
@@ -233,6 +239,7 @@ run_target origin playlist_writer
 run_target origin srt_streamid -max_len=1024
 run_target origin rtmp_session -max_len=16384
 run_target origin mpegts_monitor -max_len=65536
+run_target edge edge_request -max_len=4096
 
 echo
 if ((${#broken[@]} > 0)); then

@@ -11,8 +11,12 @@
 //! together.
 
 pub mod config;
+#[cfg(feature = "proxy")]
 pub mod metrics;
+#[cfg(feature = "proxy")]
 pub mod proxy;
 pub mod request;
+#[cfg(feature = "proxy")]
 pub mod server;
+#[cfg(feature = "proxy")]
 pub mod storage;

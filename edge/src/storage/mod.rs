@@ -332,3 +332,6 @@ impl HandleHit for CompleteReader {
         self
     }
 }
+
+#[cfg(test)]
+mod tests;
