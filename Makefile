@@ -5,7 +5,7 @@ FUZZ_SECONDS ?= 60
 
 .PHONY: run test deps build release lint bench fuzz fuzz-smoke clean
 
-## run: start the local stack (origin + built-in test source) and print its URLs
+## run: start the local stack (origin with the built-in test source, an edge in front) and print its URLs
 run: deps release
 	scripts/run-local.sh
 
@@ -23,7 +23,7 @@ build:
 	$(CARGO) build --workspace --bins
 
 release:
-	$(CARGO) build --release --bins -p corral-origin -p corral-loadtest
+	$(CARGO) build --release --bins -p corral-origin -p corral-edge -p corral-loadtest
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
 # Starts the local stack on this machine (the origin with the built-in test source, using
-# conf/local.yaml), prints the URLs, and stops it on Ctrl-C.
+# conf/local.yaml, and an edge in front of it), prints the URLs, and stops both on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=target/release/origin
+edge=target/release/edge
 config=conf/local.yaml
+edge_args=(--config conf/edge.yaml --listen 127.0.0.1:8080 --origin 127.0.0.1:8081)
 "$bin" --config "$config" --check >/dev/null
+"$edge" "${edge_args[@]}" --check >/dev/null
 
 cat <<MSG
 
   Corral local stack (Ctrl-C stops it)
 
-  LL-HLS stream    http://127.0.0.1:8081/live/demo/master.m3u8   (built-in test source)
-  media playlist   http://127.0.0.1:8081/live/demo/720p/index.m3u8
-  your broadcast   http://127.0.0.1:8081/live/studio/master.m3u8 once you publish:
+  LL-HLS stream    http://127.0.0.1:8080/live/demo/master.m3u8   (through the edge; built-in test source)
+  media playlist   http://127.0.0.1:8080/live/demo/720p/index.m3u8
+  the origin       http://127.0.0.1:8081/live/demo/master.m3u8   (what the edge caches)
+  your broadcast   http://127.0.0.1:8080/live/studio/master.m3u8 once you publish:
     OBS            server rtmp://127.0.0.1:1935/live, stream key studio-key
     ffmpeg/RTMP    ffmpeg -re -i input.mp4 -c copy -f flv rtmp://127.0.0.1:1935/live/studio-key
     ffmpeg/SRT     ffmpeg -re -i input.mp4 -c copy -f mpegts 'srt://127.0.0.1:9000?streamid=studio-key'
   streams API      http://127.0.0.1:8081/api/streams
   health           http://127.0.0.1:8081/healthz
-  metrics          http://127.0.0.1:9101/metrics
+  metrics          http://127.0.0.1:9101/metrics (origin), http://127.0.0.1:9102/metrics (edge)
 
-  Try: ffplay http://127.0.0.1:8081/live/demo/master.m3u8
+  Try: ffplay http://127.0.0.1:8080/live/demo/master.m3u8
        target/release/loadtest --duration 20     (an LL-HLS viewer measuring latency)
 
 MSG
-exec "$bin" --config "$config"
+"$bin" --config "$config" &
+origin_pid=$!
+"$edge" "${edge_args[@]}" &
+edge_pid=$!
+trap 'kill -INT "$origin_pid" "$edge_pid" 2>/dev/null; wait' INT TERM EXIT
+# Either one stopping stops the stack.
+wait -n "$origin_pid" "$edge_pid"
