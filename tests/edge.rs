@@ -71,7 +71,7 @@ async fn live_playlist(edge: &Edge) -> MediaPlaylist {
 async fn herds_of_players_cost_the_origin_one_request_per_object() {
     let _serial = SERIAL.lock().await;
     let origin = Origin::start(&origin_config());
-    let edge = Arc::new(Edge::start(&origin.http.to_string(), ""));
+    let edge = Arc::new(Edge::start(&[&origin.http.to_string()], ""));
     let playlist = live_playlist(&edge).await;
 
     // The next part: hinted, not yet published. Half the herd blocks on the playlist that will
@@ -175,7 +175,7 @@ async fn herds_of_players_cost_the_origin_one_request_per_object() {
 async fn bad_requests_are_refused_at_the_edge_without_reaching_the_origin() {
     let _serial = SERIAL.lock().await;
     let origin = Origin::start(&origin_config());
-    let edge = Edge::start(&origin.http.to_string(), "");
+    let edge = Edge::start(&[&origin.http.to_string()], "");
     let before = metric_sum(
         &origin.metrics_text().await,
         "corral_origin_http_requests_total",
@@ -201,5 +201,87 @@ async fn bad_requests_are_refused_at_the_edge_without_reaching_the_origin() {
         edge.metric("corral_edge_refused_total{reason=\"path not in canonical form\"}")
             .await,
         3.0
+    );
+}
+
+/// One LL-HLS viewer step through the edge: the blocking playlist for the hinted part, then
+/// the part. A failed request is retried once (a player's retry budget); returns the new
+/// playlist, and how many retries it took.
+async fn viewer_step(edge: &Edge, playlist: &MediaPlaylist) -> (MediaPlaylist, usize) {
+    let hint = playlist.preload_hint.clone().expect("a hinted part");
+    let (msn, part) = MediaPlaylist::part_position(&hint).expect("msn.part.m4s");
+    let mut retries = 0;
+    let mut fetch = async |path: String| {
+        for attempt in 0..2 {
+            match edge.client.get(&edge.url(&path), &[]).await {
+                Ok(r) if r.status == 200 => return r,
+                other => {
+                    let what = other
+                        .map(|r| r.status.to_string())
+                        .unwrap_or_else(|e| e.to_string());
+                    assert!(
+                        attempt == 0,
+                        "GET {path} failed twice: {what}\n{}",
+                        edge.log()
+                    );
+                    retries += 1;
+                }
+            }
+        }
+        unreachable!("the loop returns or fails")
+    };
+    let listed = fetch(format!("{PLAYLIST}?_HLS_msn={msn}&_HLS_part={part}")).await;
+    fetch(format!("/live/demo/360p/{hint}")).await;
+    let next = MediaPlaylist::parse(std::str::from_utf8(&listed.body).expect("utf-8"))
+        .expect("a playlist");
+    (next, retries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_primary_origin_dies_viewers_go_on_from_the_next_one() {
+    let _serial = SERIAL.lock().await;
+    let mut primary = Origin::start(&origin_config());
+    let standby = Origin::start(&origin_config());
+    let (p, s) = (primary.http.to_string(), standby.http.to_string());
+    let edge = Edge::start(&[&p, &s], "upstream: { health_interval: 0.2 }\n");
+    let mut playlist = live_playlist(&edge).await;
+    for _ in 0..3 {
+        let (next, retries) = viewer_step(&edge, &playlist).await;
+        assert_eq!(retries, 0, "no failure while the primary is up");
+        playlist = next;
+    }
+    let standby_before = origin_requests(&standby, "blocking_playlist").await;
+    assert_eq!(
+        standby_before, 0.0,
+        "the standby is idle while the primary serves"
+    );
+
+    // The primary dies (no goodbye: its connections just reset).
+    primary.kill();
+    let start_msn = playlist.segments.last().expect("segments").msn;
+    let mut total_retries = 0;
+    for _ in 0..9 {
+        let (next, retries) = viewer_step(&edge, &playlist).await;
+        total_retries += retries;
+        playlist = next;
+    }
+    assert!(
+        total_retries <= 1,
+        "{total_retries} retries: at most the request in flight"
+    );
+    assert!(
+        playlist.segments.last().expect("segments").msn > start_msn,
+        "the stream went on past the failure"
+    );
+    assert!(origin_requests(&standby, "blocking_playlist").await >= 9.0);
+    assert_eq!(
+        edge.metric(&format!("corral_edge_origin_up{{origin=\"{p}\"}}"))
+            .await,
+        0.0
+    );
+    assert_eq!(
+        edge.metric(&format!("corral_edge_origin_up{{origin=\"{s}\"}}"))
+            .await,
+        1.0
     );
 }

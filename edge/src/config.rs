@@ -61,6 +61,8 @@ pub struct UpstreamConfig {
     pub read_timeout: f64,
     /// How long an idle upstream connection is kept for reuse.
     pub idle_timeout: f64,
+    /// How often each origin's `/healthz` is checked (a failed one is skipped until it passes).
+    pub health_interval: f64,
 }
 
 impl Default for EdgeConfig {
@@ -97,6 +99,7 @@ impl Default for UpstreamConfig {
             connect_timeout: 1.0,
             read_timeout: 12.0,
             idle_timeout: 60.0,
+            health_interval: 1.0,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! normalized cache key (or refuses it), the cache lock makes the first request for a key the
 //! only one that goes upstream, and [`storage::MediaCache`] streams what that request receives
 //! to every other request for the key while it arrives, then keeps it, bounded by bytes.
-//! [`config`] is the YAML file; [`metrics`] what it counts; [`server`] puts the services
+//! [`upstream`] keeps the origins in priority order with their health; [`config`] is the YAML file; [`metrics`] what it counts; [`server`] puts the services
 //! together.
 
 pub mod config;
@@ -20,3 +20,4 @@ pub mod request;
 pub mod server;
 #[cfg(feature = "proxy")]
 pub mod storage;
+pub mod upstream;

@@ -1,6 +1,6 @@
 //! The edge's Prometheus metrics (on `metrics_listen`, prefix `corral_edge_`).
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Everything the edge counts.
 #[derive(Clone)]
@@ -14,6 +14,8 @@ pub struct EdgeMetrics {
     pub upstream_requests: IntCounterVec,
     /// Upstream connection failures that moved a request to the next origin, by origin.
     pub upstream_failovers: IntCounterVec,
+    /// Whether each origin passes its health check (1) or not (0).
+    pub origin_up: IntGaugeVec,
     /// Requests refused before any cache or upstream work, by reason.
     pub refused: IntCounterVec,
     /// Time a coalesced request waited for its leader.
@@ -55,6 +57,13 @@ impl EdgeMetrics {
                 ),
                 &["origin"],
             )?,
+            origin_up: IntGaugeVec::new(
+                Opts::new(
+                    "edge_origin_up",
+                    "Whether the origin passes its health check",
+                ),
+                &["origin"],
+            )?,
             refused: IntCounterVec::new(
                 Opts::new("edge_refused_total", "Requests refused before any work"),
                 &["reason"],
@@ -78,6 +87,7 @@ impl EdgeMetrics {
         registry.register(Box::new(m.request_seconds.clone()))?;
         registry.register(Box::new(m.upstream_requests.clone()))?;
         registry.register(Box::new(m.upstream_failovers.clone()))?;
+        registry.register(Box::new(m.origin_up.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
         registry.register(Box::new(m.lock_wait_seconds.clone()))?;
         registry.register(Box::new(m.cache_objects.clone()))?;

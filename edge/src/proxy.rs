@@ -7,15 +7,17 @@
 //!    whatever its kind: blocking playlists and hinted parts coalesce like everything else.
 //!    No predictor: one uncacheable answer never turns coalescing off for a key.
 //! 3. `cache_key_callback`: the normalized key of [`crate::request`].
-//! 4. On a miss, `upstream_peer` picks the origin (primary first; `fail_to_connect` moves to
-//!    the next) and `upstream_request_filter` sends the normalized target, so what is cached is
-//!    exactly what was asked.
+//! 4. On a miss, `upstream_peer` picks the origin ([`crate::upstream`]: the first healthy one;
+//!    `fail_to_connect` and `error_while_proxy` mark it down and retry on the next, as long as
+//!    it has not answered yet) and `upstream_request_filter` sends the normalized target, so
+//!    what is cached is exactly what was asked.
 //! 5. `response_cache_filter`: the origin's Cache-Control decides, with the edge's rules on top
 //!    (404/503 kept at most `negative_ttl`, directive-less playlists at `max-age=0` kept
 //!    `playlist_fresh`, no playlist ever served stale).
 //! 6. `response_filter`: `Age` on every answer, `X-Cache` saying how it was served.
 //! 7. `logging`: metrics.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -34,6 +36,7 @@ use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
 use crate::request::{self, CacheRequest, ObjectKind};
 use crate::storage::MediaCache;
+use crate::upstream::Origins;
 
 /// No freshness from defaults: an answer without Cache-Control or Expires is not cached.
 const NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
@@ -42,13 +45,17 @@ const NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
 pub struct RequestCtx {
     started: Instant,
     request: Option<CacheRequest>,
-    /// Index into the origin list of the origin to try next.
-    origin: usize,
+    /// How many origins this request has tried and failed.
+    attempt: usize,
+    /// The origin of the current try.
+    origin: Option<String>,
+    /// An origin has answered this request (a retry would be too late).
+    answered: bool,
 }
 
 /// See the module documentation.
 pub struct Edge {
-    origins: Vec<String>,
+    origins: Arc<Origins>,
     storage: &'static MediaCache,
     lock: &'static CacheKeyLockImpl,
     lock_timeout: Duration,
@@ -63,12 +70,17 @@ pub struct Edge {
 
 impl Edge {
     /// The edge for `config`, caching in `storage` (which lives as long as the process).
-    pub fn new(config: &EdgeConfig, storage: &'static MediaCache, metrics: EdgeMetrics) -> Self {
+    pub fn new(
+        config: &EdgeConfig,
+        origins: Arc<Origins>,
+        storage: &'static MediaCache,
+        metrics: EdgeMetrics,
+    ) -> Self {
         let lock_timeout = config.cache.lock_timeout();
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_timeout));
         let secs = Duration::from_secs_f64;
         Self {
-            origins: config.origins.clone(),
+            origins,
             storage,
             lock,
             lock_timeout,
@@ -80,6 +92,21 @@ impl Edge {
             idle_timeout: secs(config.upstream.idle_timeout),
             metrics,
         }
+    }
+
+    /// Marks the current origin down after a failed try; returns whether another origin is
+    /// left to try.
+    fn origin_failed(&self, ctx: &mut RequestCtx, e: &Error) -> bool {
+        let origin = ctx.origin.take().unwrap_or_default();
+        self.metrics
+            .upstream_failovers
+            .with_label_values(&[origin.as_str()])
+            .inc();
+        if self.origins.mark_down(&origin) {
+            tracing::warn!(%origin, error = %e, "origin failed a request: marked down until its health check passes");
+        }
+        ctx.attempt += 1;
+        ctx.attempt < self.origins.len()
     }
 
     fn kind(ctx: &RequestCtx) -> ObjectKind {
@@ -149,7 +176,9 @@ impl ProxyHttp for Edge {
         RequestCtx {
             started: Instant::now(),
             request: None,
-            origin: 0,
+            attempt: 0,
+            origin: None,
+            answered: false,
         }
     }
 
@@ -196,8 +225,9 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let origin = &self.origins[ctx.origin % self.origins.len()];
-        let mut peer = HttpPeer::new(origin.as_str(), false, String::new());
+        let origin = self.origins.pick(ctx.attempt);
+        ctx.origin = Some(origin.to_string());
+        let mut peer = HttpPeer::new(origin, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.idle_timeout = Some(self.idle_timeout);
@@ -207,20 +237,32 @@ impl ProxyHttp for Edge {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        peer: &HttpPeer,
+        _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let origin = &self.origins[ctx.origin % self.origins.len()];
-        self.metrics
-            .upstream_failovers
-            .with_label_values(&[origin.as_str()])
-            .inc();
-        ctx.origin += 1;
-        if ctx.origin < self.origins.len() {
-            tracing::warn!(%peer, error = %e, "origin unreachable, trying the next");
+        if self.origin_failed(ctx, &e) {
             e.set_retry(true);
         }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("origin {peer}"));
+        // Only a request that no origin has answered yet may go to the next one: after that,
+        // bytes may be on their way to players and to the cache.
+        let retry = !ctx.answered
+            && session.response_written().is_none()
+            && session.req_header().method.is_idempotent()
+            && self.origin_failed(ctx, &e);
+        e.set_retry(retry);
         e
     }
 
@@ -245,6 +287,7 @@ impl ProxyHttp for Edge {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.answered = true;
         self.metrics
             .upstream_requests
             .with_label_values(&[Self::kind(ctx).as_str(), upstream.status.as_str()])

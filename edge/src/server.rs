@@ -1,6 +1,7 @@
-//! Puts the edge's services together on one pingora server: the proxy listener and a
-//! background service for metrics (and the cache gauges behind them).
+//! Puts the edge's services together on one pingora server: the proxy listener, a background
+//! service for metrics (and the cache gauges behind them), and the origins' health check.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
 use crate::proxy::Edge;
 use crate::storage::MediaCache;
+use crate::upstream::{Origins, healthy};
 
 /// How often the cache gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -37,7 +39,8 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
         Duration::from_secs_f64(config.cache.max_ttl),
     )));
 
-    let edge = Edge::new(config, storage, metrics.clone());
+    let origins = Arc::new(Origins::new(&config.origins));
+    let edge = Edge::new(config, origins.clone(), storage, metrics.clone());
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, edge);
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
@@ -45,10 +48,17 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
     let admin = Admin {
         listen: config.metrics_listen,
         registry,
-        metrics,
+        metrics: metrics.clone(),
         storage,
     };
     server.add_service(background_service("metrics", admin));
+    let health = HealthCheck {
+        origins,
+        interval: Duration::from_secs_f64(config.upstream.health_interval),
+        timeout: Duration::from_secs_f64(config.upstream.connect_timeout.max(0.5)),
+        metrics,
+    };
+    server.add_service(background_service("origin health", health));
     tracing::info!(listen = %config.listen, origins = ?config.origins, "edge listening");
     Ok(server)
 }
@@ -90,5 +100,47 @@ impl Admin {
         set(&self.metrics.cache_bytes, s.bytes);
         set(&self.metrics.cache_filling, s.filling);
         set(&self.metrics.cache_failed_fills, s.failed_fills);
+    }
+}
+
+/// Checks every origin's `/healthz` each interval and marks it up or down.
+struct HealthCheck {
+    origins: Arc<Origins>,
+    interval: Duration,
+    timeout: Duration,
+    metrics: EdgeMetrics,
+}
+
+#[async_trait]
+impl BackgroundService for HealthCheck {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.check_all().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
+
+impl HealthCheck {
+    async fn check_all(&self) {
+        for origin in self.origins.addrs() {
+            let up = healthy(origin, self.timeout).await;
+            let changed = if up {
+                self.origins.mark_up(origin)
+            } else {
+                self.origins.mark_down(origin)
+            };
+            if changed {
+                tracing::warn!(%origin, up, "origin health changed");
+            }
+            self.metrics
+                .origin_up
+                .with_label_values(&[origin])
+                .set(i64::from(up));
+        }
     }
 }

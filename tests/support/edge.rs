@@ -21,25 +21,33 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Starts an edge with `--listen` and `--origin` flags (overriding the file), `extra`
-    /// YAML appended to a config that sets its metrics port, and waits until it accepts
-    /// connections.
-    pub fn start(origin: &str, extra: &str) -> Edge {
+    /// Starts an edge in front of `origins` (one is given with the `--origin` flag, several
+    /// in the file) listening where `--listen` says, with `extra` YAML appended to a config
+    /// that sets its metrics port, and waits until it accepts connections.
+    pub fn start(origins: &[&str], extra: &str) -> Edge {
         let scratch = Scratch::new("edge");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let path = scratch.file(
-            "edge.yaml",
-            &format!("metrics_listen: {metrics}\nlog_level: info\n{extra}"),
-        );
+        let mut config = format!("metrics_listen: {metrics}\nlog_level: info\n{extra}");
+        let mut command = Command::new(binary("edge"));
+        match origins {
+            [one] => {
+                command.arg("--origin").arg(one);
+            }
+            several => {
+                config.push_str("\norigins:\n");
+                for o in several {
+                    config.push_str(&format!("  - {o}\n"));
+                }
+            }
+        }
+        let path = scratch.file("edge.yaml", &config);
         let log = std::fs::File::create(scratch.0.join("edge.log")).expect("log file");
-        let child = Command::new(binary("edge"))
+        let child = command
             .arg("--config")
             .arg(&path)
             .arg("--listen")
             .arg(http.to_string())
-            .arg("--origin")
-            .arg(origin)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

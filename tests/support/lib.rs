@@ -307,6 +307,12 @@ impl Origin {
             .collect()
     }
 
+    /// Kills it at once (SIGKILL), as a crash would: its connections reset, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -1,0 +1,177 @@
+//! The origins of a region in priority order, with their health: a request goes to the first
+//! healthy one (the primary while it is up), and to the next on failure.
+//!
+//! An origin is marked down when a request cannot connect to it or loses its connection, and
+//! by the health check (`GET /healthz` every `health_interval`) when it does not answer 200; it
+//! is up again when the health check passes. When every origin is down, requests still try
+//! them in order rather than fail without trying. The selection is pure code; the health check
+//! is the only thing here that does I/O.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Origins {
+    list: Vec<Origin>,
+}
+
+#[derive(Debug)]
+struct Origin {
+    addr: String,
+    up: AtomicBool,
+}
+
+impl Origins {
+    /// `addrs` (HOST:PORT) in priority order, all assumed up.
+    pub fn new(addrs: &[String]) -> Self {
+        let list = addrs
+            .iter()
+            .map(|a| Origin {
+                addr: a.clone(),
+                up: AtomicBool::new(true),
+            })
+            .collect();
+        Self { list }
+    }
+
+    /// The origin for a request's `attempt`-th try (0 first): the healthy origins in priority
+    /// order, then the others, wrapping around.
+    pub fn pick(&self, attempt: usize) -> &str {
+        let healthy = self.list.iter().filter(|o| o.is_up());
+        let down = self.list.iter().filter(|o| !o.is_up());
+        let order: Vec<&Origin> = healthy.chain(down).collect();
+        &order[attempt % order.len()].addr
+    }
+
+    /// How many origins there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether the list is empty (never, for a validated config).
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Records that `addr` failed a request or a health check; returns whether it was up.
+    pub fn mark_down(&self, addr: &str) -> bool {
+        self.find(addr)
+            .is_some_and(|o| o.up.swap(false, Ordering::Relaxed))
+    }
+
+    /// Records that `addr` passed a health check; returns whether it was down.
+    pub fn mark_up(&self, addr: &str) -> bool {
+        self.find(addr)
+            .is_some_and(|o| !o.up.swap(true, Ordering::Relaxed))
+    }
+
+    /// Whether `addr` is considered up.
+    pub fn is_up(&self, addr: &str) -> bool {
+        self.find(addr).is_some_and(Origin::is_up)
+    }
+
+    /// Every origin, in priority order.
+    pub fn addrs(&self) -> impl Iterator<Item = &str> {
+        self.list.iter().map(|o| o.addr.as_str())
+    }
+
+    fn find(&self, addr: &str) -> Option<&Origin> {
+        self.list.iter().find(|o| o.addr == addr)
+    }
+}
+
+impl Origin {
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether the origin at `addr` answers `GET /healthz` with 200 within `timeout`.
+pub async fn healthy(addr: &str, timeout: Duration) -> bool {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: corral-edge\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        std::io::Result::Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins() -> Origins {
+        Origins::new(&["a:1".to_string(), "b:2".to_string(), "c:3".to_string()])
+    }
+
+    #[test]
+    fn the_primary_serves_while_it_is_up_and_retries_go_down_the_list() {
+        let o = origins();
+        assert_eq!(
+            (o.pick(0), o.pick(1), o.pick(2), o.pick(3)),
+            ("a:1", "b:2", "c:3", "a:1")
+        );
+    }
+
+    #[test]
+    fn a_down_origin_is_skipped_until_it_is_back() {
+        let o = origins();
+        assert!(o.mark_down("a:1"));
+        assert!(!o.mark_down("a:1"), "already down");
+        assert_eq!((o.pick(0), o.pick(1), o.pick(2)), ("b:2", "c:3", "a:1"));
+        assert!(o.mark_up("a:1"));
+        assert_eq!(
+            o.pick(0),
+            "a:1",
+            "the primary takes over again when healthy"
+        );
+        assert!(!o.mark_up("x:9"), "an unknown origin changes nothing");
+    }
+
+    #[test]
+    fn when_all_are_down_they_are_still_tried_in_order() {
+        let o = origins();
+        for a in ["a:1", "b:2", "c:3"] {
+            o.mark_down(a);
+        }
+        assert_eq!((o.pick(0), o.pick(1)), ("a:1", "b:2"));
+    }
+
+    #[tokio::test]
+    async fn the_health_check_wants_a_200_from_healthz() {
+        let ok = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let bad = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let serve = |l: tokio::net::TcpListener, answer: &'static [u8]| {
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = l.accept().await {
+                    let mut buf = [0u8; 256];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(answer).await;
+                }
+            })
+        };
+        let ok_addr = ok.local_addr().expect("addr").to_string();
+        let bad_addr = bad.local_addr().expect("addr").to_string();
+        serve(ok, b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+        serve(bad, b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        let t = Duration::from_secs(2);
+        assert!(healthy(&ok_addr, t).await);
+        assert!(!healthy(&bad_addr, t).await);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed_addr = closed.local_addr().expect("addr").to_string();
+        drop(closed);
+        assert!(!healthy(&closed_addr, t).await, "nothing listening");
+    }
+}
