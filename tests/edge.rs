@@ -169,6 +169,20 @@ async fn herds_of_players_cost_the_origin_one_request_per_object() {
     assert!(again.body == first.body);
     assert_eq!(again.header("x-cache"), Some("hit"));
     assert_eq!(origin_requests(&origin, "segment").await, before);
+
+    // One cached copy serves players that accept gzip and players that do not.
+    let master = "/live/demo/master.m3u8";
+    let before = origin_requests(&origin, "master").await;
+    let gzip = edge
+        .client
+        .get(&edge.url(master), &[("accept-encoding", "gzip")])
+        .await
+        .expect("answered");
+    let plain = edge.get(master).await;
+    assert_eq!(gzip.content_encoding.as_deref(), Some("gzip"));
+    assert_eq!(plain.content_encoding, None);
+    assert!(plain.body.starts_with(b"#EXTM3U"));
+    assert_eq!(origin_requests(&origin, "master").await - before, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,4 +298,48 @@ async fn when_the_primary_origin_dies_viewers_go_on_from_the_next_one() {
             .await,
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edges_of_a_region_behind_a_shield_cost_the_origin_one_request_per_object() {
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start(&origin_config());
+    let o = origin.http.to_string();
+    let shield = Edge::start(&[&o], "");
+    let via_shield = format!("shield: {}\n", shield.http);
+    let edges = [
+        Arc::new(Edge::start(&[&o], &via_shield)),
+        Arc::new(Edge::start(&[&o], &via_shield)),
+    ];
+    let playlist = live_playlist(&edges[0]).await;
+    let hint = playlist.preload_hint.clone().expect("a hinted part");
+    let (msn, part) = MediaPlaylist::part_position(&hint).expect("msn.part.m4s");
+    let paths = [
+        format!("{PLAYLIST}?_HLS_msn={msn}&_HLS_part={part}"),
+        format!("/live/demo/360p/{hint}"),
+    ];
+    let before = (
+        origin_requests(&origin, "blocking_playlist").await,
+        origin_requests(&origin, "part").await,
+    );
+    let (a, b) = tokio::join!(herd(&edges[0], &paths), herd(&edges[1], &paths));
+    assert!(a.iter().chain(&b).all(|r| r.status == 200));
+    let after = (
+        origin_requests(&origin, "blocking_playlist").await,
+        origin_requests(&origin, "part").await,
+    );
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1.0, 1.0),
+        "two edges of {} players each: one origin request per object for the region",
+        HERD
+    );
+    for edge in &edges {
+        assert_eq!(
+            edge.metric("corral_edge_upstream_requests_total{kind=\"part\",status=\"200\"}")
+                .await,
+            1.0,
+            "each edge asked its shield once"
+        );
+    }
 }

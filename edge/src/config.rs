@@ -23,6 +23,10 @@ pub struct EdgeConfig {
     pub threads: usize,
     /// Upstream origins, tried in order (primary first).
     pub origins: Vec<String>,
+    /// A parent edge (the region's shield) to fetch from before the origins, so that the edges
+    /// of a region cost the origin one request per object between them. When it is down the
+    /// origins serve directly.
+    pub shield: Option<String>,
     /// The cache.
     pub cache: CacheConfig,
     /// Connections to the origins.
@@ -74,6 +78,7 @@ impl Default for EdgeConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
             threads: 2,
             origins: vec!["127.0.0.1:8081".to_string()],
+            shield: None,
             cache: CacheConfig::default(),
             upstream: UpstreamConfig::default(),
         }
@@ -104,6 +109,24 @@ impl Default for UpstreamConfig {
     }
 }
 
+impl EdgeConfig {
+    /// Where misses go, in order: the shield (when set), then the origins.
+    pub fn upstreams(&self) -> Vec<String> {
+        self.shield.iter().chain(&self.origins).cloned().collect()
+    }
+}
+
+fn check_host_port(key: &str, value: &str) -> Result<(), Invalid> {
+    let ok = value.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(key, "HOST:PORT", value))
+    }
+}
+
 impl CacheConfig {
     /// `lock_timeout` as a duration.
     pub fn lock_timeout(&self) -> Duration {
@@ -121,12 +144,10 @@ impl Validate for EdgeConfig {
             ));
         }
         for (i, o) in self.origins.iter().enumerate() {
-            let ok = o.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !ok {
-                return Err(Invalid::new(format!("origins[{i}]"), "HOST:PORT", o));
-            }
+            check_host_port(&format!("origins[{i}]"), o)?;
+        }
+        if let Some(shield) = &self.shield {
+            check_host_port("shield", shield)?;
         }
         check_range("threads", self.threads, 1, 256, "threads")?;
         let c = &self.cache;
@@ -209,6 +230,7 @@ mod tests {
     fn bad_values_name_their_key() {
         let key = |text: &str| parse(text).expect_err("refused").key;
         assert_eq!(key("origins: [nohost]\n").as_deref(), Some("origins[0]"));
+        assert_eq!(key("shield: \"http://x:1\"\n").as_deref(), Some("shield"));
         assert_eq!(key("origins: []\n").as_deref(), Some("origins"));
         assert_eq!(
             key("cache: { max_object_bytes: 10 }\n").as_deref(),

@@ -14,7 +14,9 @@
 //! 5. `response_cache_filter`: the origin's Cache-Control decides, with the edge's rules on top
 //!    (404/503 kept at most `negative_ttl`, directive-less playlists at `max-age=0` kept
 //!    `playlist_fresh`, no playlist ever served stale).
-//! 6. `response_filter`: `Age` on every answer, `X-Cache` saying how it was served.
+//! 6. `response_filter`: `Age` on every answer, `X-Cache` saying how it was served; the
+//!    compression module then gzips playlists for players that accept it (the cache holds one
+//!    identity copy, fetched without `Accept-Encoding`).
 //! 7. `logging`: metrics.
 
 use std::sync::Arc;
@@ -29,6 +31,8 @@ use pingora::cache::{
     RespCacheable,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
+use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
@@ -37,6 +41,9 @@ use crate::metrics::EdgeMetrics;
 use crate::request::{self, CacheRequest, ObjectKind};
 use crate::storage::MediaCache;
 use crate::upstream::Origins;
+
+/// gzip level for playlists on the way out (fast; playlists are a few kilobytes).
+const COMPRESSION_LEVEL: u32 = 4;
 
 /// No freshness from defaults: an answer without Cache-Control or Expires is not cached.
 const NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
@@ -115,12 +122,17 @@ impl Edge {
 
     async fn refuse(&self, session: &mut Session, status: u16, reason: &str) -> Result<bool> {
         self.metrics.refused.with_label_values(&[reason]).inc();
+        session.set_keepalive(None);
+        self.answer(session, status, reason).await
+    }
+
+    /// Answers a short text response from the edge itself.
+    async fn answer(&self, session: &mut Session, status: u16, text: &str) -> Result<bool> {
         let mut resp = ResponseHeader::build(status, Some(3))?;
         resp.insert_header("content-type", "text/plain")?;
         resp.insert_header("cache-control", "no-store")?;
-        let body = Bytes::from(format!("{reason}\n"));
+        let body = Bytes::from(format!("{text}\n"));
         resp.insert_header("content-length", body.len())?;
-        session.set_keepalive(None);
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
@@ -172,6 +184,14 @@ impl Edge {
 impl ProxyHttp for Edge {
     type CTX = RequestCtx;
 
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        // The cache holds one identity copy of each object (the origin is never asked for an
+        // encoding, so a herd costs one request whatever its players accept); playlists are
+        // compressed on the way out for the players that accept it. Media types are not
+        // compressible and pass as they are.
+        modules.add_module(ResponseCompressionBuilder::enable(COMPRESSION_LEVEL));
+    }
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
@@ -184,6 +204,10 @@ impl ProxyHttp for Edge {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
+        if req.uri.path() == "/healthz" {
+            // The edge's own health, for load balancers and for the edges below a shield.
+            return self.answer(session, 200, "ok").await;
+        }
         let method = req.method.as_str();
         if !matches!(method, "GET" | "HEAD" | "OPTIONS") {
             return self.refuse(session, 405, "method not allowed").await;
@@ -225,9 +249,13 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let origin = self.origins.pick(ctx.attempt);
-        ctx.origin = Some(origin.to_string());
-        let mut peer = HttpPeer::new(origin, false, String::new());
+        let pick = self.origins.pick(ctx.attempt);
+        ctx.origin = Some(pick.name.to_string());
+        let mut peer = match pick.addr {
+            Some(addr) => HttpPeer::new(addr, false, String::new()),
+            // Not resolved yet (the health check has not run): let the connector resolve it.
+            None => HttpPeer::new(pick.name, false, String::new()),
+        };
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.idle_timeout = Some(self.idle_timeout);
@@ -277,6 +305,7 @@ impl ProxyHttp for Edge {
             && let Ok(uri) = r.key.parse()
         {
             upstream.set_uri(uri);
+            upstream.remove_header("accept-encoding");
         }
         Ok(())
     }

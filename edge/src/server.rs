@@ -14,7 +14,7 @@ use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
 use crate::proxy::Edge;
 use crate::storage::MediaCache;
-use crate::upstream::{Origins, healthy};
+use crate::upstream::{Origins, healthy, resolve};
 
 /// How often the cache gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -39,7 +39,7 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
         Duration::from_secs_f64(config.cache.max_ttl),
     )));
 
-    let origins = Arc::new(Origins::new(&config.origins));
+    let origins = Arc::new(Origins::new(&config.upstreams()));
     let edge = Edge::new(config, origins.clone(), storage, metrics.clone());
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, edge);
     proxy.add_tcp(&config.listen.to_string());
@@ -59,7 +59,7 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
         metrics,
     };
     server.add_service(background_service("origin health", health));
-    tracing::info!(listen = %config.listen, origins = ?config.origins, "edge listening");
+    tracing::info!(listen = %config.listen, upstreams = ?config.upstreams(), "edge listening");
     Ok(server)
 }
 
@@ -128,7 +128,14 @@ impl BackgroundService for HealthCheck {
 impl HealthCheck {
     async fn check_all(&self) {
         for origin in self.origins.addrs() {
-            let up = healthy(origin, self.timeout).await;
+            let addr = resolve(origin, self.timeout).await;
+            if let Some(addr) = addr {
+                self.origins.set_resolved(origin, addr);
+            }
+            let up = match addr {
+                Some(addr) => healthy(origin, addr, self.timeout).await,
+                None => false,
+            };
             let changed = if up {
                 self.origins.mark_up(origin)
             } else {

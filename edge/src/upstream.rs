@@ -3,13 +3,16 @@
 //!
 //! An origin is marked down when a request cannot connect to it or loses its connection, and
 //! by the health check (`GET /healthz` every `health_interval`) when it does not answer 200; it
-//! is up again when the health check passes. When every origin is down, requests still try
+//! is up again when the health check passes. Host names are resolved by the health check (off
+//! the request path), so a request never waits on DNS; an IP address needs no resolving. When every origin is down, requests still try
 //! them in order rather than fail without trying. The selection is pure code; the health check
 //! is the only thing here that does I/O.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// See the module documentation.
@@ -22,6 +25,16 @@ pub struct Origins {
 struct Origin {
     addr: String,
     up: AtomicBool,
+    resolved: RwLock<Option<SocketAddr>>,
+}
+
+/// Where a try goes: the origin's configured name, and its address once resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick<'a> {
+    /// HOST:PORT as configured.
+    pub name: &'a str,
+    /// Its address, when known (an IP literal, or resolved by the health check).
+    pub addr: Option<SocketAddr>,
 }
 
 impl Origins {
@@ -32,6 +45,7 @@ impl Origins {
             .map(|a| Origin {
                 addr: a.clone(),
                 up: AtomicBool::new(true),
+                resolved: RwLock::new(a.parse().ok()),
             })
             .collect();
         Self { list }
@@ -39,11 +53,22 @@ impl Origins {
 
     /// The origin for a request's `attempt`-th try (0 first): the healthy origins in priority
     /// order, then the others, wrapping around.
-    pub fn pick(&self, attempt: usize) -> &str {
+    pub fn pick(&self, attempt: usize) -> Pick<'_> {
         let healthy = self.list.iter().filter(|o| o.is_up());
         let down = self.list.iter().filter(|o| !o.is_up());
         let order: Vec<&Origin> = healthy.chain(down).collect();
-        &order[attempt % order.len()].addr
+        let o = order[attempt % order.len()];
+        Pick {
+            name: &o.addr,
+            addr: *o.resolved.read(),
+        }
+    }
+
+    /// Records the address `name` resolves to now.
+    pub fn set_resolved(&self, name: &str, addr: SocketAddr) {
+        if let Some(o) = self.find(name) {
+            *o.resolved.write() = Some(addr);
+        }
     }
 
     /// How many origins there are.
@@ -89,12 +114,20 @@ impl Origin {
     }
 }
 
-/// Whether the origin at `addr` answers `GET /healthz` with 200 within `timeout`.
-pub async fn healthy(addr: &str, timeout: Duration) -> bool {
+/// Resolves `name` (HOST:PORT) to its first address, within `timeout`.
+pub async fn resolve(name: &str, timeout: Duration) -> Option<SocketAddr> {
+    match tokio::time::timeout(timeout, tokio::net::lookup_host(name)).await {
+        Ok(Ok(mut addrs)) => addrs.next(),
+        _ => None,
+    }
+}
+
+/// Whether the origin `name` at `addr` answers `GET /healthz` with 200 within `timeout`.
+pub async fn healthy(name: &str, addr: SocketAddr, timeout: Duration) -> bool {
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let request = format!(
-            "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: corral-edge\r\n\r\n"
+            "GET /healthz HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\nUser-Agent: corral-edge\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut head = [0u8; 12];
@@ -115,10 +148,20 @@ mod tests {
     #[test]
     fn the_primary_serves_while_it_is_up_and_retries_go_down_the_list() {
         let o = origins();
+        let name = |n| o.pick(n).name;
         assert_eq!(
-            (o.pick(0), o.pick(1), o.pick(2), o.pick(3)),
+            (name(0), name(1), name(2), name(3)),
             ("a:1", "b:2", "c:3", "a:1")
         );
+    }
+
+    #[test]
+    fn ip_literals_need_no_resolving_and_names_use_the_last_resolution() {
+        let o = Origins::new(&["127.0.0.1:81".to_string(), "origin.example:81".to_string()]);
+        assert_eq!(o.pick(0).addr, Some("127.0.0.1:81".parse().expect("addr")));
+        assert_eq!(o.pick(1).addr, None, "not resolved yet");
+        o.set_resolved("origin.example:81", "10.1.2.3:81".parse().expect("addr"));
+        assert_eq!(o.pick(1).addr, Some("10.1.2.3:81".parse().expect("addr")));
     }
 
     #[test]
@@ -126,13 +169,10 @@ mod tests {
         let o = origins();
         assert!(o.mark_down("a:1"));
         assert!(!o.mark_down("a:1"), "already down");
-        assert_eq!((o.pick(0), o.pick(1), o.pick(2)), ("b:2", "c:3", "a:1"));
+        let name = |n| o.pick(n).name;
+        assert_eq!((name(0), name(1), name(2)), ("b:2", "c:3", "a:1"));
         assert!(o.mark_up("a:1"));
-        assert_eq!(
-            o.pick(0),
-            "a:1",
-            "the primary takes over again when healthy"
-        );
+        assert_eq!(name(0), "a:1", "the primary takes over again when healthy");
         assert!(!o.mark_up("x:9"), "an unknown origin changes nothing");
     }
 
@@ -142,7 +182,7 @@ mod tests {
         for a in ["a:1", "b:2", "c:3"] {
             o.mark_down(a);
         }
-        assert_eq!((o.pick(0), o.pick(1)), ("a:1", "b:2"));
+        assert_eq!((o.pick(0).name, o.pick(1).name), ("a:1", "b:2"));
     }
 
     #[tokio::test]
@@ -162,16 +202,24 @@ mod tests {
                 }
             })
         };
-        let ok_addr = ok.local_addr().expect("addr").to_string();
-        let bad_addr = bad.local_addr().expect("addr").to_string();
+        let ok_addr = ok.local_addr().expect("addr");
+        let bad_addr = bad.local_addr().expect("addr");
         serve(ok, b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
         serve(bad, b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
         let t = Duration::from_secs(2);
-        assert!(healthy(&ok_addr, t).await);
-        assert!(!healthy(&bad_addr, t).await);
+        assert!(healthy("ok", ok_addr, t).await);
+        assert!(!healthy("bad", bad_addr, t).await);
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let closed_addr = closed.local_addr().expect("addr").to_string();
+        let closed_addr = closed.local_addr().expect("addr");
         drop(closed);
-        assert!(!healthy(&closed_addr, t).await, "nothing listening");
+        assert!(
+            !healthy("closed", closed_addr, t).await,
+            "nothing listening"
+        );
+        assert_eq!(
+            resolve(&ok_addr.to_string(), t).await,
+            Some(ok_addr),
+            "an address resolves to itself"
+        );
     }
 }
