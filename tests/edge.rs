@@ -343,3 +343,118 @@ async fn the_edges_of_a_region_behind_a_shield_cost_the_origin_one_request_per_o
         );
     }
 }
+
+const SIGNING_KEY: &str = "test-signing-key-0123456789";
+const MINT_TOKEN: &str = "test-mint-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_playback_urls_are_minted_by_the_origin_and_checked_at_the_edge() {
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start_with_http(
+        &format!("  signing: {{ key: {SIGNING_KEY}, mint_token: {MINT_TOKEN} }}\n"),
+        &origin_config(),
+    );
+    let edge = Edge::start(
+        &[&origin.http.to_string()],
+        &format!("signing: {{ key: {SIGNING_KEY} }}\n"),
+    );
+    let mint = "/api/streams/demo/playback-url?ttl=600";
+    assert_eq!(origin.get(mint, &[]).await.status, 401, "no token, no URL");
+    let bearer = format!("Bearer {MINT_TOKEN}");
+    let minted = origin.get(mint, &[("authorization", &bearer)]).await;
+    assert_eq!(minted.status, 200);
+    let minted: serde_json::Value = serde_json::from_slice(&minted.body).expect("json");
+    let url = minted["url"].as_str().expect("a url").to_string();
+    let (_, signature) = url.split_once('?').expect("a signed query");
+
+    // Refused before any cache or origin work: no signature, a forged one, an expired one, and
+    // a signature for another stream.
+    let key = signed_url::Key::new(SIGNING_KEY.as_bytes()).expect("key");
+    let expired = key.sign("/live/demo/master.m3u8", 1).expect("scoped");
+    let other = key
+        .sign("/live/other/master.m3u8", u64::MAX / 4)
+        .expect("scoped");
+    let forged = format!("{}0", &signature[..signature.len() - 1]);
+    let forged = if forged == signature {
+        format!("{}1", &signature[..signature.len() - 1])
+    } else {
+        forged
+    };
+    let before = metric_sum(
+        &origin.metrics_text().await,
+        "corral_origin_http_requests_total{kind=\"master\"",
+    );
+    for (query, reason) in [
+        (String::new(), "missing"),
+        (forged, "forged"),
+        (expired, "expired"),
+        (other, "forged"),
+    ] {
+        let r = edge.get(&format!("/live/demo/master.m3u8?{query}")).await;
+        assert_eq!(r.status, 403, "{reason}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains(reason),
+            "{reason}"
+        );
+    }
+    let after = metric_sum(
+        &origin.metrics_text().await,
+        "corral_origin_http_requests_total{kind=\"master\"",
+    );
+    assert_eq!(after, before, "refused requests never reach the origin");
+
+    // The signed URL plays: every URI in what the edge serves carries the signature on, so a
+    // player that resolves them as they are goes on being admitted.
+    let master = edge.get(&url).await;
+    assert_eq!(
+        master.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&master.body)
+    );
+    let text = String::from_utf8(master.body.to_vec()).expect("utf-8");
+    let variant = text
+        .lines()
+        .find(|l| l.starts_with("360p/"))
+        .unwrap_or_else(|| panic!("the 360p variant in\n{text}"));
+    assert!(variant.ends_with(signature), "{variant}");
+    let media_path = format!("/live/demo/{variant}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let playlist = loop {
+        let r = edge.get(&media_path).await;
+        assert_ne!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+        if r.status == 200 {
+            let p = MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
+                .expect("a playlist");
+            if p.preload_hint.is_some() {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "never live");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let hint = playlist.preload_hint.clone().expect("hint");
+    assert!(hint.ends_with(signature), "{hint}");
+    for segment in &playlist.segments {
+        for part in &segment.parts {
+            assert!(part.uri.ends_with(signature), "{}", part.uri);
+        }
+    }
+    let part = playlist.segments[0].parts[0].uri.clone();
+    assert_eq!(
+        edge.get(&format!("/live/demo/360p/{part}")).await.status,
+        200
+    );
+    // A blocking reload as a player makes it: the directives beside the signature.
+    let (msn, p) =
+        MediaPlaylist::part_position(hint.split('?').next().expect("uri")).expect("msn.part");
+    let blocking = edge
+        .get(&format!("{media_path}&_HLS_msn={msn}&_HLS_part={p}"))
+        .await;
+    assert_eq!(blocking.status, 200);
+    assert!(
+        edge.metric("corral_edge_refused_total{reason=\"forged signature\"}")
+            .await
+            >= 2.0
+    );
+}

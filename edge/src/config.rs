@@ -31,6 +31,17 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     /// Connections to the origins.
     pub upstream: UpstreamConfig,
+    /// Signed playback URLs.
+    pub signing: SigningConfig,
+}
+
+/// `signing:`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// The HMAC-SHA256 key shared with the origin (at least 16 bytes). When set, every request
+    /// under `/live/` needs `?exp=<unix>&sig=<hmac>` signed for its stream, or gets a 403.
+    pub key: Option<String>,
 }
 
 /// `cache:`.
@@ -81,6 +92,7 @@ impl Default for EdgeConfig {
             shield: None,
             cache: CacheConfig::default(),
             upstream: UpstreamConfig::default(),
+            signing: SigningConfig::default(),
         }
     }
 }
@@ -191,6 +203,15 @@ impl Validate for EdgeConfig {
             3600.0,
             "seconds",
         )?;
+        if let Some(key) = &self.signing.key
+            && key.len() < signed_url::MIN_KEY_LEN
+        {
+            return Err(Invalid::new(
+                "signing.key",
+                format!("at least {} bytes", signed_url::MIN_KEY_LEN),
+                format!("{} bytes", key.len()),
+            ));
+        }
         if c.lock_timeout > u.read_timeout {
             return Err(Invalid::new(
                 "cache.lock_timeout",

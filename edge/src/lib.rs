@@ -7,6 +7,7 @@
 //! normalized cache key (or refuses it), the cache lock makes the first request for a key the
 //! only one that goes upstream, and [`storage::MediaCache`] streams what that request receives
 //! to every other request for the key while it arrives, then keeps it, bounded by bytes.
+//! [`signing`] checks signed playback URLs and hands signatures on to playlist URIs;
 //! [`upstream`] keeps the origins in priority order with their health; [`config`] is the YAML file; [`metrics`] what it counts; [`server`] puts the services
 //! together.
 
@@ -18,6 +19,7 @@ pub mod proxy;
 pub mod request;
 #[cfg(feature = "proxy")]
 pub mod server;
+pub mod signing;
 #[cfg(feature = "proxy")]
 pub mod storage;
 pub mod upstream;

@@ -1,8 +1,9 @@
 //! The edge's request path as pingora's [`ProxyHttp`] phases, in the order a request meets
 //! them:
 //!
-//! 1. `request_filter`: method and target checks ([`crate::request`]); refused requests are
-//!    answered 400/405 before any cache or upstream work.
+//! 1. `request_filter`: method and target checks ([`crate::request`]) and, when signing is on,
+//!    the signature ([`crate::signing`]); refused requests are answered 400/403/405 before any
+//!    cache or upstream work.
 //! 2. `request_cache_filter`: every cacheable request enables the cache and the cache lock,
 //!    whatever its kind: blocking playlists and hinted parts coalesce like everything else.
 //!    No predictor: one uncacheable answer never turns coalescing off for a key.
@@ -17,6 +18,8 @@
 //! 6. `response_filter`: `Age` on every answer, `X-Cache` saying how it was served; the
 //!    compression module then gzips playlists for players that accept it (the cache holds one
 //!    identity copy, fetched without `Accept-Encoding`).
+//!    With signing on, `response_body_filter` hands the player's signature on to every URI of
+//!    a playlist.
 //! 7. `logging`: metrics.
 
 use std::sync::Arc;
@@ -39,6 +42,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
 use crate::request::{self, CacheRequest, ObjectKind};
+use crate::signing;
 use crate::storage::MediaCache;
 use crate::upstream::Origins;
 
@@ -58,6 +62,13 @@ pub struct RequestCtx {
     origin: Option<String>,
     /// An origin has answered this request (a retry would be too late).
     answered: bool,
+    /// The player's signature, to hand on to the URIs of a playlist answered with 200.
+    hand_on: Option<String>,
+    /// The part of the playlist body not yet rewritten (a partial line).
+    playlist: Vec<u8>,
+    /// Playlist bytes received so far, and how many the response said it has.
+    received: usize,
+    expected: Option<usize>,
 }
 
 /// See the module documentation.
@@ -73,6 +84,7 @@ pub struct Edge {
     read_timeout: Duration,
     idle_timeout: Duration,
     metrics: EdgeMetrics,
+    signing: Option<signed_url::Key>,
 }
 
 impl Edge {
@@ -98,6 +110,11 @@ impl Edge {
             read_timeout: secs(config.upstream.read_timeout),
             idle_timeout: secs(config.upstream.idle_timeout),
             metrics,
+            signing: config
+                .signing
+                .key
+                .as_deref()
+                .and_then(|k| signed_url::Key::new(k.as_bytes())),
         }
     }
 
@@ -163,11 +180,7 @@ impl Edge {
             }
             _ => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
         }
-        let playlist = matches!(
-            kind,
-            ObjectKind::Playlist | ObjectKind::BlockingPlaylist | ObjectKind::Multivariant
-        );
-        if playlist {
+        if kind.is_playlist() {
             // Never stale: no stale-while-revalidate, no stale-if-error, whatever the origin says.
             let ttl = match origin_ttl {
                 Some(ttl) if !ttl.is_zero() => ttl,
@@ -199,6 +212,10 @@ impl ProxyHttp for Edge {
             attempt: 0,
             origin: None,
             answered: false,
+            hand_on: None,
+            playlist: Vec::new(),
+            received: 0,
+            expected: None,
         }
     }
 
@@ -215,6 +232,21 @@ impl ProxyHttp for Edge {
         let read = request::read(req.uri.path(), req.uri.query());
         match read {
             Ok(r) => {
+                let signed = r.kind != ObjectKind::Api && req.uri.path().starts_with("/live/");
+                if let Some(key) = &self.signing
+                    && signed
+                {
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    if let Err(denied) = key.verify(req.uri.path(), req.uri.query(), now) {
+                        tracing::info!(uri = %req.uri, reason = denied.as_str(), "signature refused");
+                        return self.refuse(session, 403, &denied.to_string()).await;
+                    }
+                    if r.kind.is_playlist() {
+                        ctx.hand_on = req.uri.query().and_then(signing::signature_of);
+                    }
+                }
                 ctx.request = Some(r);
                 Ok(false)
             }
@@ -353,14 +385,61 @@ impl ProxyHttp for Edge {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if resp.status != 200 {
+            ctx.hand_on = None;
+        }
+        if ctx.hand_on.is_some() {
+            // The URIs grow by the signature: the length is the rewritten body's, sent chunked.
+            ctx.expected = resp
+                .headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            resp.remove_header("content-length");
+            if session.req_header().version == pingora::http::Version::HTTP_11 {
+                resp.insert_header("transfer-encoding", "chunked")?;
+            }
+        }
         if resp.headers.get("age").is_none() {
             resp.insert_header("age", "0")?;
         }
         let label = cache_label(session);
         resp.insert_header("x-cache", label)?;
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(signature) = &ctx.hand_on else {
+            return Ok(None);
+        };
+        // Line by line as the body arrives (a fill may not announce its end to this filter):
+        // whole lines go out rewritten, a partial last line waits for the rest, and the body's
+        // known length or its end flushes whatever is left.
+        if let Some(chunk) = body.take() {
+            ctx.received += chunk.len();
+            ctx.playlist.extend_from_slice(&chunk);
+        }
+        let complete = end_of_stream || ctx.expected.is_some_and(|n| ctx.received >= n);
+        let ready = if complete {
+            ctx.playlist.len()
+        } else {
+            ctx.playlist
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+        };
+        if ready > 0 {
+            let lines: Vec<u8> = ctx.playlist.drain(..ready).collect();
+            *body = Some(Bytes::from(signing::hand_on(&lines, signature)));
+        }
+        Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -62,6 +62,14 @@ impl ObjectKind {
         ObjectKind::Other,
     ];
 
+    /// Whether this kind is a playlist (its URIs carry a player's signature on).
+    pub fn is_playlist(self) -> bool {
+        matches!(
+            self,
+            ObjectKind::Multivariant | ObjectKind::Playlist | ObjectKind::BlockingPlaylist
+        )
+    }
+
     /// Whether the edge caches (and coalesces) this kind.
     pub fn cacheable(self) -> bool {
         !matches!(self, ObjectKind::Api)

@@ -1,4 +1,5 @@
-//! `GET /api/streams`: the streams, their state and renditions, as JSON.
+//! `GET /api/streams`: the streams, their state and renditions, as JSON; and
+//! `GET /api/streams/{name}/playback-url`: a signed, expiring URL of a stream for a player.
 
 use serde::Serialize;
 
@@ -84,4 +85,42 @@ pub fn describe(stream: &Stream) -> StreamInfo {
         master: format!("/live/{}/master.m3u8", stream.name()),
         renditions,
     }
+}
+
+/// The answer of `/api/streams/{name}/playback-url`.
+#[derive(Debug, Serialize)]
+pub struct PlaybackUrl {
+    /// The stream.
+    pub stream: String,
+    /// The multivariant playlist's path and signed query, to put after an edge's address.
+    pub url: String,
+    /// When it stops working (unix seconds).
+    pub expires: u64,
+}
+
+/// A URL of `stream`'s multivariant playlist signed with `key`, valid for `ttl` seconds from
+/// `now`.
+pub fn mint(
+    key: &signed_url::Key,
+    stream: &str,
+    ttl: u64,
+    now: std::time::SystemTime,
+) -> PlaybackUrl {
+    let unix = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let expires = unix.saturating_add(ttl);
+    let path = format!("/live/{stream}/master.m3u8");
+    let query = key.sign(&path, expires).expect("a stream path has a scope");
+    PlaybackUrl {
+        stream: stream.to_string(),
+        url: format!("{path}?{query}"),
+        expires,
+    }
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -57,6 +57,32 @@ pub struct HttpConfig {
     pub header_read_timeout: f64,
     /// `Access-Control-Allow-Origin` sent to players.
     pub cors_allow_origin: String,
+    /// Minting signed playback URLs for the edges.
+    pub signing: SigningConfig,
+}
+
+/// `http.signing:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// The HMAC-SHA256 key the edges check signatures with (at least 16 bytes); null turns
+    /// minting off.
+    pub key: Option<String>,
+    /// Seconds a minted URL stays valid unless the request asks for less (`?ttl=`).
+    pub ttl: u64,
+    /// The bearer token a backend must present to mint (`Authorization: Bearer ...`); required
+    /// with a key, since the API is reachable through the edges.
+    pub mint_token: Option<String>,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            ttl: 6 * 3600,
+            mint_token: None,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -67,6 +93,7 @@ impl Default for HttpConfig {
             max_blocked_requests: 10_000,
             header_read_timeout: 10.0,
             cors_allow_origin: "*".to_string(),
+            signing: SigningConfig::default(),
         }
     }
 }
@@ -312,6 +339,24 @@ impl Validate for OriginConfig {
             300.0,
             "seconds",
         )?;
+        let signing = &self.http.signing;
+        if let Some(key) = &signing.key {
+            if key.len() < signed_url::MIN_KEY_LEN {
+                return Err(Invalid::new(
+                    "http.signing.key",
+                    format!("at least {} bytes", signed_url::MIN_KEY_LEN),
+                    format!("{} bytes", key.len()),
+                ));
+            }
+            if signing.mint_token.as_deref().is_none_or(|t| t.len() < 16) {
+                return Err(Invalid::new(
+                    "http.signing.mint_token",
+                    "a token of at least 16 bytes when http.signing.key is set",
+                    "none or a shorter one",
+                ));
+            }
+        }
+        check_range("http.signing.ttl", signing.ttl, 1, 30 * 86_400, "seconds")?;
         if self.http.cors_allow_origin.is_empty()
             || self.http.cors_allow_origin.contains(['\r', '\n'])
         {

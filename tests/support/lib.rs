@@ -207,10 +207,17 @@ impl Origin {
     /// Starts an origin with `extra` YAML appended to a config that sets the ports, and waits
     /// until `/healthz` answers.
     pub fn start(extra: &str) -> Origin {
+        Origin::start_with_http("", extra)
+    }
+
+    /// Like [`Origin::start`], with `http_keys` (YAML lines indented under `http:`) added to
+    /// its `http:` section.
+    pub fn start_with_http(http_keys: &str, extra: &str) -> Origin {
         let scratch = Scratch::new("origin");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let config = format!("http:\n  listen: {http}\nmetrics:\n  listen: {metrics}\n{extra}");
+        let config =
+            format!("http:\n  listen: {http}\n{http_keys}metrics:\n  listen: {metrics}\n{extra}");
         let path = scratch.file("origin.yaml", &config);
         let log = std::fs::File::create(scratch.0.join("origin.log")).expect("log file");
         let child = Command::new(binary("origin"))
@@ -221,16 +228,25 @@ impl Origin {
             .stderr(log)
             .spawn()
             .expect("origin starts");
-        let origin = Origin {
+        let mut origin = Origin {
             child,
             http,
             metrics,
             client: HttpClient::new(Duration::from_secs(15)),
             scratch,
         };
-        origin.wait_until("/healthz answers", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(origin.http).is_ok()
-        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(origin.http).is_err() {
+            if let Ok(Some(status)) = origin.child.try_wait() {
+                panic!("the origin exited with {status}\n{}", origin.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the origin did not start\n{}",
+                origin.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         origin
     }
 

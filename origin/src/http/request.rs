@@ -58,6 +58,11 @@ pub enum Route<'a> {
     },
     /// `/api/streams`
     Streams,
+    /// `/api/streams/{stream}/playback-url`: a signed URL for the stream (`?ttl=` seconds).
+    PlaybackUrl {
+        /// Stream name.
+        stream: &'a str,
+    },
     /// `/healthz`
     Health,
 }
@@ -139,6 +144,9 @@ pub fn parse<'a>(path: &'a str, query: Option<&str>) -> Result<Route<'a>, Reques
     let route = match segments.as_slice() {
         ["healthz"] => Route::Health,
         ["api", "streams"] => Route::Streams,
+        ["api", "streams", stream, "playback-url"] if is_name(stream) => {
+            Route::PlaybackUrl { stream }
+        }
         ["live", stream, "master.m3u8"] if is_name(stream) => Route::Master { stream },
         ["live", stream, rendition, file] if is_name(stream) && is_name(rendition) => {
             media_route(stream, rendition, file, query)?
@@ -342,6 +350,10 @@ mod tests {
             })
         );
         assert_eq!(parse("/api/streams", None), Ok(Route::Streams));
+        assert_eq!(
+            parse("/api/streams/demo/playback-url", Some("ttl=60")),
+            Ok(Route::PlaybackUrl { stream: "demo" })
+        );
         assert_eq!(parse("/healthz", None), Ok(Route::Health));
     }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -139,7 +139,7 @@ fn kind_of(route: &Result<Route<'_>, RequestError>, path: &str) -> &'static str 
         Ok(Route::Part { .. }) => "part",
         Ok(Route::Segment { .. }) => "segment",
         Ok(Route::Init { .. }) => "init",
-        Ok(Route::Streams) => "api",
+        Ok(Route::Streams | Route::PlaybackUrl { .. }) => "api",
         Ok(Route::Health) => "health",
         Err(_) if path.ends_with(".m3u8") => "playlist",
         Err(_) => "other",
@@ -190,6 +190,50 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
     response
 }
 
+/// Mints a signed URL of the stream's multivariant playlist, for a backend that presents the
+/// mint token.
+fn playback_url(
+    state: &HttpState,
+    stream: &str,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, Response<Body>> {
+    let signing = &state.config.signing;
+    let (Some(key), Some(token)) = (&signing.key, &signing.mint_token) else {
+        return Err(respond::text(
+            StatusCode::NOT_FOUND,
+            "signed playback URLs are off (http.signing.key)",
+            NO_STORE,
+        ));
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| api::same_secret(p, token)) {
+        tracing::info!(%stream, "playback URL refused: bad or missing mint token");
+        return Err(respond::text(
+            StatusCode::UNAUTHORIZED,
+            "minting needs Authorization: Bearer <http.signing.mint_token>",
+            NO_STORE,
+        ));
+    }
+    lookup(state, stream)?;
+    let ttl = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("ttl=")))
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(signing.ttl, |t| t.clamp(1, signing.ttl));
+    let key = signed_url::Key::new(key.as_bytes()).expect("the config checked the key length");
+    Ok(respond::json(&api::mint(
+        &key,
+        stream,
+        ttl,
+        SystemTime::now(),
+    )))
+}
+
 fn lookup<'a>(state: &'a HttpState, stream: &str) -> Result<&'a Arc<Stream>, Response<Body>> {
     state.streams.get(stream).ok_or_else(|| {
         respond::text(
@@ -219,6 +263,7 @@ async fn answer(state: &HttpState, route: Route<'_>, req: &Request<Incoming>) ->
         Route::Streams => Ok(respond::json(&api::StreamList {
             streams: state.streams.values().map(|s| api::describe(s)).collect(),
         })),
+        Route::PlaybackUrl { stream } => playback_url(state, stream, req),
         Route::Master { stream } => master(state, stream, req).await,
         Route::Playlist {
             stream,
