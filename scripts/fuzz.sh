@@ -67,6 +67,12 @@ seed_edge_request() {
     printf '%s' '/live/demo/720p/index.m3u8?_HLS_part=3&exp=1700000000&sig=abc&_HLS_msn=012' >"$1/seed-edge"
 }
 
+# Signatures checked at a signing edge: 8 bytes of "now", then a signed path and query.
+seed_signed_url() {
+    printf '\0\0\0\0\0\0\0\0/live/demo/master.m3u8?exp=1796212345&sig=5c1f00' >"$1/seed-0"
+    printf '\0\0\0\0\0\0\0\0#EXTM3U\n#EXT-X-MAP:URI="init-5.mp4"\n5.m4s\n' >"$1/seed-1"
+}
+
 # The playlist writer's input is a script of log operations: it starts from an empty corpus.
 seed_playlist_writer() {
     :
@@ -240,6 +246,7 @@ run_target origin srt_streamid -max_len=1024
 run_target origin rtmp_session -max_len=16384
 run_target origin mpegts_monitor -max_len=65536
 run_target edge edge_request -max_len=4096
+run_target edge signed_url -max_len=4096
 
 echo
 if ((${#broken[@]} > 0)); then

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use corral_loadtest::config::LoadtestConfig;
+use corral_loadtest::herd::{self, HerdPlan};
 use corral_loadtest::report::Recorder;
 use corral_loadtest::viewer::{ViewerPlan, watch};
 use parking_lot::Mutex;
@@ -28,6 +29,13 @@ struct Args {
     /// Seconds to watch.
     #[arg(long)]
     duration: Option<f64>,
+    /// Instead of watching, run thundering herds of this many players at once on the next
+    /// hinted part, the next blocking playlist and an unrequested segment of `--url`.
+    #[arg(long, value_name = "PLAYERS")]
+    herd: Option<usize>,
+    /// With `--herd`: the origin's metrics URL, to count the requests that reached it.
+    #[arg(long, value_name = "URL")]
+    origin_metrics: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +75,17 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
+        if let Some(clients) = args.herd {
+            let plan = HerdPlan {
+                playlist: config.url.parse()?,
+                clients,
+                origin_metrics: args.origin_metrics.as_deref().map(str::parse).transpose()?,
+                timeout: Duration::from_secs_f64(config.request_timeout),
+            };
+            let results = herd::run(&plan).await?;
+            println!("{}", serde_json::to_string_pretty(&results)?);
+            return Ok(());
+        }
         let plan = ViewerPlan {
             url: config.url.parse()?,
             duration: Duration::from_secs_f64(config.duration),

@@ -69,6 +69,7 @@ fn canonical(route: &Route<'_>) -> (String, Option<String>) {
             part,
         } => (format!("/live/{stream}/{rendition}/{msn}.{part}.m4s"), None),
         Route::Streams => ("/api/streams".to_string(), None),
+        Route::PlaybackUrl { stream } => (format!("/api/streams/{stream}/playback-url"), None),
         Route::Health => ("/healthz".to_string(), None),
     }
 }
