@@ -126,7 +126,9 @@ import json, sys
 name, round_, path = sys.argv[1:]
 for r in json.load(open(path)):
     print(f"herd {name} round {round_} {r['object']}: ok {r['ok']}/{r['clients']}, origin requests {r['origin_requests']}, "
-          f"leader {r['leader_ms']:.1f} ms, waiters' extra p50 {r['extra_p50_ms']:.2f} ms p99 {r['extra_p99_ms']:.2f} ms max {r['extra_max_ms']:.2f} ms")
+          f"leader {r['leader_ms']:.1f} ms, waiters woken after the leader p50 {r['wake_p50_ms']:.2f} ms "
+          f"p99 {r['wake_p99_ms']:.2f} ms max {r['wake_max_ms']:.2f} ms; last byte after the leader's "
+          f"p50 {r['done_p50_ms']:.1f} ms p99 {r['done_p99_ms']:.1f} ms")
 PY
     done
 done

@@ -20,6 +20,8 @@ pub struct Fetched {
     pub elapsed: Duration,
     /// When the last byte arrived.
     pub done: Instant,
+    /// When the response headers arrived.
+    pub headers_at: Instant,
     /// The `Cache-Control` header, if any.
     pub cache_control: Option<String>,
     /// The `Content-Encoding` header, if any.
@@ -65,6 +67,7 @@ impl HttpClient {
         let started = Instant::now();
         let work = async {
             let (parts, body) = self.inner.request(req).await?.into_parts();
+            let headers_at = Instant::now();
             let status = parts.status;
             let header = |name: http::header::HeaderName| {
                 parts
@@ -82,6 +85,7 @@ impl HttpClient {
                 body,
                 elapsed: started.elapsed(),
                 done: Instant::now(),
+                headers_at,
                 cache_control,
                 content_encoding,
                 content_type,

@@ -8,8 +8,10 @@
 //!
 //! For each herd it reports how many requests the origin received for that kind of object
 //! (from the origin's own metrics, not the cache's), the leader's time (the first answer) and
-//! how much later than the leader the others were answered: the cost of waiting on a shared
-//! fetch, which an event-driven cache keeps to the time it takes to write the answers out.
+//! how much later than the leader the others got their answer's headers (the cost of waiting
+//! on a shared fetch: how soon a waiter is woken) and their last byte (which adds the time to
+//! send every player its copy through one machine's loopback). Players warm their connection
+//! up on the stream's multivariant playlist, which every cache under test can hold.
 
 use std::time::{Duration, Instant};
 
@@ -47,14 +49,20 @@ pub struct HerdResult {
     pub ok: usize,
     /// Requests of this kind the origin received during the herd.
     pub origin_requests: Option<f64>,
-    /// From the herd's start to the first answer, milliseconds.
+    /// From the herd's start to the first answer's headers, milliseconds.
     pub leader_ms: f64,
-    /// How much later than the leader the others were answered, milliseconds.
-    pub extra_p50_ms: f64,
+    /// How much later than the leader's the others' headers arrived, milliseconds (median).
+    pub wake_p50_ms: f64,
     /// 99th percentile of the same.
-    pub extra_p99_ms: f64,
+    pub wake_p99_ms: f64,
     /// The last one.
-    pub extra_max_ms: f64,
+    pub wake_max_ms: f64,
+    /// How much later than the leader's the others' last bytes arrived, milliseconds (median).
+    pub done_p50_ms: f64,
+    /// 99th percentile of the same.
+    pub done_p99_ms: f64,
+    /// Requests that failed (no answer, or not 200).
+    pub errors: usize,
 }
 
 /// Runs the three herds.
@@ -102,12 +110,13 @@ pub async fn run(plan: &HerdPlan) -> anyhow::Result<Vec<HerdResult>> {
     Ok(results)
 }
 
-/// One client per player, each with its connection open (a request for the playlist's
-/// multivariant neighbour would be cached; the playlist itself is cheap and fine).
+/// One client per player, each with its connection open, warmed up on the multivariant
+/// playlist next to the media playlist (`../master.m3u8`), which every cache holds.
 async fn warm_up(plan: &HerdPlan) -> anyhow::Result<Vec<HttpClient>> {
+    let master = resolve(&plan.playlist, "../master.m3u8")?;
     let mut set = JoinSet::new();
     for _ in 0..plan.clients {
-        let url = plan.playlist.clone();
+        let url = master.clone();
         let timeout = plan.timeout;
         set.spawn(async move {
             let client = HttpClient::new(timeout);
@@ -134,8 +143,13 @@ fn resolve(base: &Uri, reference: &str) -> anyhow::Result<Uri> {
     let path = if reference.starts_with('/') {
         reference.to_string()
     } else {
-        let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
-        format!("{dir}/{reference}")
+        let mut dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
+        let mut rest = reference;
+        while let Some(up) = rest.strip_prefix("../") {
+            dir = dir.rsplit_once('/').map_or("", |(d, _)| d);
+            rest = up;
+        }
+        format!("{dir}/{rest}")
     };
     Ok(format!("http://{authority}{path}").parse()?)
 }
@@ -162,21 +176,14 @@ async fn herd(
     }
     let after = origin_count(plan, origin_kind).await?;
     let ok = answers.iter().filter(|a| a.status == 200).count();
+    let mut heads: Vec<Instant> = answers.iter().map(|a| a.headers_at).collect();
+    heads.sort();
     let mut done: Vec<Instant> = answers.iter().map(|a| a.done).collect();
     done.sort();
-    let leader = *done.first().context("no player was answered")?;
-    let mut extra: Vec<f64> = done[1..]
-        .iter()
-        .map(|d| (*d - leader).as_secs_f64() * 1000.0)
-        .collect();
-    extra.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        if extra.is_empty() {
-            0.0
-        } else {
-            extra[((extra.len() - 1) as f64 * p).round() as usize]
-        }
-    };
+    let leader = *heads.first().context("no player was answered")?;
+    let first_done = *done.first().context("no player was answered")?;
+    let wake = Quantiles::after(&heads[1..], leader);
+    let finish = Quantiles::after(&done[1..], first_done);
     Ok(HerdResult {
         object,
         url: url.to_string(),
@@ -184,10 +191,35 @@ async fn herd(
         ok,
         origin_requests: before.zip(after).map(|(b, a)| a - b),
         leader_ms: (leader - started).as_secs_f64() * 1000.0,
-        extra_p50_ms: q(0.5),
-        extra_p99_ms: q(0.99),
-        extra_max_ms: extra.last().copied().unwrap_or(0.0),
+        wake_p50_ms: wake.at(0.5),
+        wake_p99_ms: wake.at(0.99),
+        wake_max_ms: wake.at(1.0),
+        done_p50_ms: finish.at(0.5),
+        done_p99_ms: finish.at(0.99),
+        errors: players.len() - ok,
     })
+}
+
+/// Milliseconds after a reference, sorted.
+struct Quantiles(Vec<f64>);
+
+impl Quantiles {
+    fn after(times: &[Instant], reference: Instant) -> Self {
+        let mut ms: Vec<f64> = times
+            .iter()
+            .map(|t| t.saturating_duration_since(reference).as_secs_f64() * 1000.0)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        Quantiles(ms)
+    }
+
+    /// The `p` quantile (nearest rank); 0 when empty.
+    fn at(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0[((self.0.len() - 1) as f64 * p).round() as usize]
+    }
 }
 
 /// Requests of `kind` the origin has answered so far.
