@@ -151,6 +151,16 @@ async fn herds_of_players_cost_the_origin_one_request_per_object() {
         "the blocking playlist lists the part it waited for"
     );
     assert!(edge.metric("corral_edge_lock_wait_seconds_count").await >= 1.0);
+    assert_eq!(
+        edge.metric("corral_edge_upstream_seconds_count{kind=\"part\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        edge.metric("corral_edge_bytes_out_total{kind=\"part\"}")
+            .await
+            > 0.0
+    );
 
     // A part asked for far too early (not even hinted): the origin says 404, and the edge keeps
     // that answer for a moment so the herd behind it costs one request too.
@@ -457,4 +467,149 @@ async fn signed_playback_urls_are_minted_by_the_origin_and_checked_at_the_edge()
             .await
             >= 2.0
     );
+}
+
+/// `curl` over TLS with the given protocol flag: (the HTTP version it used, the body).
+fn curl_tls(url: &str, protocol: &str) -> (String, Vec<u8>) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--insecure", protocol, "--max-time", "10"])
+        .args(["-w", "\n%{http_version}", url])
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let split = out
+        .stdout
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .expect("version line");
+    let version = String::from_utf8_lossy(&out.stdout[split + 1..]).to_string();
+    (version, out.stdout[..split].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_listener_speaks_http2_and_http1_by_alpn_from_the_same_cache() {
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start(&origin_config());
+    let scratch = corral_e2e::Scratch::new("tls");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("a self-signed certificate");
+    let cert_path = scratch.file("edge.crt", &cert.cert.pem());
+    let key_path = scratch.file("edge.key", &cert.signing_key.serialize_pem());
+    let tls_port = corral_e2e::free_port();
+    let edge = Edge::start(
+        &[&origin.http.to_string()],
+        &format!(
+            "tls_listen: 127.0.0.1:{tls_port}\ntls: {{ cert: {}, key: {} }}\n",
+            cert_path.display(),
+            key_path.display()
+        ),
+    );
+    let playlist = live_playlist(&edge).await;
+    let segment = format!("/live/demo/360p/{}.m4s", playlist.segments[0].msn);
+    let plain = edge.get(&segment).await;
+    assert_eq!(plain.status, 200);
+    let before = origin_requests(&origin, "segment").await;
+    let url = format!("https://127.0.0.1:{tls_port}{segment}");
+    let (h2, h2_body) = curl_tls(&url, "--http2");
+    let (h1, h1_body) = curl_tls(&url, "--http1.1");
+    assert_eq!(
+        (h2.as_str(), h1.as_str()),
+        ("2", "1.1"),
+        "ALPN picks the protocol"
+    );
+    assert!(
+        h2_body == plain.body && h1_body == plain.body,
+        "the same bytes on every listener"
+    );
+    assert_eq!(
+        origin_requests(&origin, "segment").await,
+        before,
+        "one cache behind both listeners"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_get_a_4xx_or_a_closed_connection_and_players_are_unaffected() {
+    use std::io::{Read, Write};
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start(&origin_config());
+    let mut edge = Edge::start(&[&origin.http.to_string()], "keepalive_timeout: 2\n");
+    let playlist = live_playlist(&edge).await;
+    let segment = format!("/live/demo/360p/{}.m4s", playlist.segments[0].msn);
+    assert_eq!(edge.get(&segment).await.status, 200);
+    let rss_before = edge.rss_kb();
+
+    // 10,000 idle connections that never send a byte, and slowloris clients that send their
+    // headers a few bytes at a time.
+    let idle: Vec<std::net::TcpStream> = (0..10_000)
+        .filter_map(|_| std::net::TcpStream::connect(edge.http).ok())
+        .collect();
+    assert!(
+        idle.len() >= 9_900,
+        "only {} idle connections opened",
+        idle.len()
+    );
+    let mut slow: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(edge.http).ok())
+        .collect();
+    for s in &mut slow {
+        let _ = s.write_all(b"GET /live/demo/master.m3u8 HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    }
+
+    // A 64 KiB header: refused.
+    let mut big = std::net::TcpStream::connect(edge.http).expect("connect");
+    big.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let header = "a".repeat(64 << 10);
+    let _ = big.write_all(
+        format!("GET {segment} HTTP/1.1\r\nHost: x\r\nX-Big: {header}\r\n\r\n").as_bytes(),
+    );
+    let mut answer = Vec::new();
+    let _ = big.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty()
+            || answer.starts_with("HTTP/1.1 431")
+            || answer.starts_with("HTTP/1.1 400"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+
+    // Garbage instead of HTTP: a 400 or a closed connection.
+    let mut junk = std::net::TcpStream::connect(edge.http).expect("connect");
+    junk.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = junk.write_all(b"\x16\x03\x01\x00\xff garbage \r\n\r\n\x00\x01\x02");
+    let mut answer = Vec::new();
+    let _ = junk.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
+        "{answer:?}"
+    );
+
+    // Meanwhile a player is served as usual, from a fresh connection each time.
+    for _ in 0..20 {
+        let fresh = corral_loadtest::client::HttpClient::new(Duration::from_secs(5));
+        let r = fresh.get(&edge.url(&segment), &[]).await.expect("served");
+        assert_eq!(r.status, 200);
+        assert!(r.elapsed < Duration::from_secs(1), "{:?}", r.elapsed);
+    }
+    for s in &mut slow {
+        let _ = s.write_all(b"zz");
+    }
+    assert!(edge.running());
+    let rss_during = edge.rss_kb();
+    let per_connection_kb = rss_during.saturating_sub(rss_before) / idle.len() as u64;
+    assert!(
+        per_connection_kb < 64,
+        "an idle connection costs {per_connection_kb} kB: memory must stay bounded"
+    );
+    drop(idle);
+    drop(slow);
+    // The edge answers /healthz itself.
+    assert_eq!(edge.get("/healthz").await.status, 200);
 }

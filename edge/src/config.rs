@@ -2,6 +2,7 @@
 //! seconds.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -15,12 +16,19 @@ pub struct EdgeConfig {
     pub log_level: String,
     /// Plain HTTP/1.1 listener for players.
     pub listen: SocketAddr,
-    /// TLS listener (HTTP/2 and HTTP/1.1 by ALPN; HTTP/3 on the same UDP port).
+    /// TLS listener (HTTP/2 and HTTP/1.1 by ALPN; HTTP/3 on the same UDP port), served when
+    /// `tls` names a certificate and key.
     pub tls_listen: SocketAddr,
+    /// The TLS certificate chain and key for `tls_listen`.
+    pub tls: TlsConfig,
     /// Prometheus endpoint.
     pub metrics_listen: SocketAddr,
     /// Worker threads of the proxy.
     pub threads: usize,
+    /// Largest request header block accepted (bytes); larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Seconds an idle player connection is kept open between requests.
+    pub keepalive_timeout: u64,
     /// Upstream origins, tried in order (primary first).
     pub origins: Vec<String>,
     /// A parent edge (the region's shield) to fetch from before the origins, so that the edges
@@ -33,6 +41,16 @@ pub struct EdgeConfig {
     pub upstream: UpstreamConfig,
     /// Signed playback URLs.
     pub signing: SigningConfig,
+}
+
+/// `tls:`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first).
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
 }
 
 /// `signing:`.
@@ -86,8 +104,11 @@ impl Default for EdgeConfig {
             log_level: "info".to_string(),
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             tls_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            tls: TlsConfig::default(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
             threads: 2,
+            max_header_bytes: 16 << 10,
+            keepalive_timeout: 30,
             origins: vec!["127.0.0.1:8081".to_string()],
             shield: None,
             cache: CacheConfig::default(),
@@ -162,6 +183,20 @@ impl Validate for EdgeConfig {
             check_host_port("shield", shield)?;
         }
         check_range("threads", self.threads, 1, 256, "threads")?;
+        check_range(
+            "max_header_bytes",
+            self.max_header_bytes,
+            1024,
+            1 << 20,
+            "bytes",
+        )?;
+        check_range(
+            "keepalive_timeout",
+            self.keepalive_timeout,
+            1,
+            3600,
+            "seconds",
+        )?;
         let c = &self.cache;
         check_range("cache.bytes", c.bytes, 1 << 20, 1 << 40, "bytes")?;
         check_range(
@@ -203,6 +238,13 @@ impl Validate for EdgeConfig {
             3600.0,
             "seconds",
         )?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(Invalid::new(
+                "tls",
+                "both tls.cert and tls.key, or neither",
+                "only one of them",
+            ));
+        }
         if let Some(key) = &self.signing.key
             && key.len() < signed_url::MIN_KEY_LEN
         {

@@ -1,6 +1,8 @@
 //! The edge's Prometheus metrics (on `metrics_listen`, prefix `corral_edge_`).
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Everything the edge counts.
 #[derive(Clone)]
@@ -12,6 +14,13 @@ pub struct EdgeMetrics {
     /// Requests sent upstream, by object kind and origin status (the herd measure: one per
     /// object per edge).
     pub upstream_requests: IntCounterVec,
+    /// Time from sending a request upstream to its response headers, by object kind (for a
+    /// blocking playlist or a hinted part, this includes the origin's hold).
+    pub upstream_seconds: prometheus::HistogramVec,
+    /// Body bytes sent to players, by object kind.
+    pub bytes_out: IntCounterVec,
+    /// Objects evicted to stay within `cache.bytes`.
+    pub cache_evictions: IntCounter,
     /// Upstream connection failures that moved a request to the next origin, by origin.
     pub upstream_failovers: IntCounterVec,
     /// Whether each origin passes its health check (1) or not (0).
@@ -50,6 +59,22 @@ impl EdgeMetrics {
                 Opts::new("edge_upstream_requests_total", "Requests sent to an origin"),
                 &["kind", "status"],
             )?,
+            upstream_seconds: prometheus::HistogramVec::new(
+                HistogramOpts::new(
+                    "edge_upstream_seconds",
+                    "Request sent upstream to its response headers",
+                )
+                .buckets(buckets.clone()),
+                &["kind"],
+            )?,
+            bytes_out: IntCounterVec::new(
+                Opts::new("edge_bytes_out_total", "Body bytes sent to players"),
+                &["kind"],
+            )?,
+            cache_evictions: IntCounter::new(
+                "edge_cache_evictions_total",
+                "Objects evicted to stay within cache.bytes",
+            )?,
             upstream_failovers: IntCounterVec::new(
                 Opts::new(
                     "edge_upstream_failovers_total",
@@ -87,6 +112,9 @@ impl EdgeMetrics {
         registry.register(Box::new(m.request_seconds.clone()))?;
         registry.register(Box::new(m.upstream_requests.clone()))?;
         registry.register(Box::new(m.upstream_failovers.clone()))?;
+        registry.register(Box::new(m.upstream_seconds.clone()))?;
+        registry.register(Box::new(m.bytes_out.clone()))?;
+        registry.register(Box::new(m.cache_evictions.clone()))?;
         registry.register(Box::new(m.origin_up.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
         registry.register(Box::new(m.lock_wait_seconds.clone()))?;

@@ -58,8 +58,9 @@ pub struct RequestCtx {
     request: Option<CacheRequest>,
     /// How many origins this request has tried and failed.
     attempt: usize,
-    /// The origin of the current try.
+    /// The origin of the current try, and when it was asked.
     origin: Option<String>,
+    asked: Option<Instant>,
     /// An origin has answered this request (a retry would be too late).
     answered: bool,
     /// The player's signature, to hand on to the URIs of a playlist answered with 200.
@@ -85,6 +86,8 @@ pub struct Edge {
     idle_timeout: Duration,
     metrics: EdgeMetrics,
     signing: Option<signed_url::Key>,
+    max_header_bytes: usize,
+    keepalive_timeout: u64,
 }
 
 impl Edge {
@@ -110,6 +113,8 @@ impl Edge {
             read_timeout: secs(config.upstream.read_timeout),
             idle_timeout: secs(config.upstream.idle_timeout),
             metrics,
+            max_header_bytes: config.max_header_bytes,
+            keepalive_timeout: config.keepalive_timeout,
             signing: config
                 .signing
                 .key
@@ -211,6 +216,7 @@ impl ProxyHttp for Edge {
             request: None,
             attempt: 0,
             origin: None,
+            asked: None,
             answered: false,
             hand_on: None,
             playlist: Vec::new(),
@@ -220,7 +226,18 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Idle connections are not kept forever, whatever the client asked.
+        session.set_keepalive(Some(self.keepalive_timeout));
         let req = session.req_header();
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.uri.to_string().len();
+        if header_bytes > self.max_header_bytes {
+            return self.refuse(session, 431, "request headers too large").await;
+        }
         if req.uri.path() == "/healthz" {
             // The edge's own health, for load balancers and for the edges below a shield.
             return self.answer(session, 200, "ok").await;
@@ -283,6 +300,7 @@ impl ProxyHttp for Edge {
     ) -> Result<Box<HttpPeer>> {
         let pick = self.origins.pick(ctx.attempt);
         ctx.origin = Some(pick.name.to_string());
+        ctx.asked = Some(Instant::now());
         let mut peer = match pick.addr {
             Some(addr) => HttpPeer::new(addr, false, String::new()),
             // Not resolved yet (the health check has not run): let the connector resolve it.
@@ -349,10 +367,17 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.answered = true;
+        let kind = Self::kind(ctx).as_str();
         self.metrics
             .upstream_requests
-            .with_label_values(&[Self::kind(ctx).as_str(), upstream.status.as_str()])
+            .with_label_values(&[kind, upstream.status.as_str()])
             .inc();
+        if let Some(asked) = ctx.asked {
+            self.metrics
+                .upstream_seconds
+                .with_label_values(&[kind])
+                .observe(asked.elapsed().as_secs_f64());
+        }
         Ok(())
     }
 
@@ -453,6 +478,10 @@ impl ProxyHttp for Edge {
             .request_seconds
             .with_label_values(&[kind])
             .observe(ctx.started.elapsed().as_secs_f64());
+        self.metrics
+            .bytes_out
+            .with_label_values(&[kind])
+            .inc_by(session.body_bytes_sent() as u64);
         if let Some(waited) = session.cache.lock_duration() {
             self.metrics.lock_wait_seconds.observe(waited.as_secs_f64());
         }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
@@ -42,7 +44,19 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
     let origins = Arc::new(Origins::new(&config.upstreams()));
     let edge = Edge::new(config, origins.clone(), storage, metrics.clone());
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, edge);
-    proxy.add_tcp(&config.listen.to_string());
+    proxy.add_listener(ListenerConfig::tcp(config.listen.to_string()).l4_buffer(player_buffers()));
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut tls = TlsSettings::intermediate(&cert, &key)
+            .map_err(|e| anyhow::anyhow!("tls: cannot use {cert} and {key}: {e}"))?;
+        tls.enable_h2();
+        proxy.add_listener(
+            ListenerConfig::tcp(config.tls_listen.to_string())
+                .tls(tls)
+                .l4_buffer(player_buffers()),
+        );
+        tracing::info!(listen = %config.tls_listen, "TLS listening (HTTP/2, HTTP/1.1)");
+    }
     server.add_service(proxy);
 
     let admin = Admin {
@@ -62,6 +76,18 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
     tracing::info!(listen = %config.listen, upstreams = ?config.upstreams(), "edge listening");
     Ok(server)
 }
+
+/// Socket buffers of a player connection. Players send small GET requests, so a small read
+/// buffer (pingora's default is 64 KiB) keeps tens of thousands of idle connections cheap;
+/// a larger request header block is still read whole, up to `max_header_bytes`.
+fn player_buffers() -> L4BufferSettings {
+    L4BufferSettings::new(READ_BUFFER, WRITE_BUFFER)
+}
+
+/// Read buffer of a player connection.
+const READ_BUFFER: usize = 4 << 10;
+/// Write buffer of a player connection (one TCP segment, as pingora's default).
+const WRITE_BUFFER: usize = 1460;
 
 /// The metrics endpoint and the cache gauges.
 struct Admin {
@@ -100,6 +126,10 @@ impl Admin {
         set(&self.metrics.cache_bytes, s.bytes);
         set(&self.metrics.cache_filling, s.filling);
         set(&self.metrics.cache_failed_fills, s.failed_fills);
+        let counted = self.metrics.cache_evictions.get();
+        self.metrics
+            .cache_evictions
+            .inc_by(s.evictions.saturating_sub(counted));
     }
 }
 

@@ -77,6 +77,26 @@ impl Edge {
         edge
     }
 
+    /// Its resident memory in kB (VmRSS).
+    pub fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// What the edge logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.scratch.0.join("edge.log")).unwrap_or_default()

@@ -121,6 +121,8 @@ pub struct StorageStats {
     pub filling: u64,
     /// Fills that failed (upstream error, too large) since start.
     pub failed_fills: u64,
+    /// Objects evicted to stay within the byte bound since start (expiry not counted).
+    pub evictions: u64,
 }
 
 /// See the module documentation.
@@ -129,6 +131,7 @@ pub struct MediaCache {
     fills: Mutex<HashMap<HashBinary, Arc<Fill>>>,
     next_id: AtomicU64,
     failed_fills: AtomicU64,
+    evictions: Arc<AtomicU64>,
     max_object_bytes: usize,
     max_ttl: Duration,
 }
@@ -137,7 +140,14 @@ impl MediaCache {
     /// A cache of at most `capacity_bytes`, refusing objects over `max_object_bytes`, keeping
     /// none longer than `max_ttl`.
     pub fn new(capacity_bytes: u64, max_object_bytes: usize, max_ttl: Duration) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let counted = evictions.clone();
         let complete = Cache::builder()
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .max_capacity(capacity_bytes)
             .weigher(|_k: &HashBinary, v: &Arc<Stored>| {
                 u32::try_from(v.bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
@@ -149,6 +159,7 @@ impl MediaCache {
             fills: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             failed_fills: AtomicU64::new(0),
+            evictions,
             max_object_bytes,
             max_ttl,
         }
@@ -162,6 +173,7 @@ impl MediaCache {
             bytes: self.complete.weighted_size(),
             filling: self.fills.lock().len() as u64,
             failed_fills: self.failed_fills.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
 

@@ -127,6 +127,7 @@ async fn the_cache_is_bounded_by_bytes() {
     let s = c.stats();
     assert!(s.bytes <= 1 << 20, "{s:?}");
     assert!(s.objects < 64 && s.objects > 0, "{s:?}");
+    assert!(s.evictions > 0, "{s:?}");
 }
 
 #[tokio::test]
