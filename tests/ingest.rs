@@ -284,23 +284,32 @@ async fn a_lost_publisher_keeps_the_playlists_advancing_and_resumes_after_a_disc
         gaps.iter().all(|g| *g < 1.5),
         "no stall while the slate plays: {gaps:?}"
     );
-    assert!(
-        playlist.segments.iter().any(|s| s.discontinuity),
-        "the slate follows a discontinuity"
-    );
+    let into_slate = playlist
+        .segments
+        .iter()
+        .filter(|s| s.discontinuity)
+        .map(|s| s.msn)
+        .max()
+        .expect("the slate follows a discontinuity");
+    let during = playlist;
     wait_state(&origin, "studio", "reconnecting", Duration::from_secs(5)).await;
 
     let _back = Publisher::start(&rtmp_url(&ports, "studio-key"), None, &[]);
     wait_state(&origin, "studio", "live", Duration::from_secs(15)).await;
     let (playlist, _) = follow(&origin, path, 9).await;
-    let discontinuities = playlist.segments.iter().filter(|s| s.discontinuity).count();
+    // The playlist window may have moved past the slate's start by now (a slow machine): what
+    // matters is a second discontinuity, after the slate's, where the new publish begins.
     assert!(
-        discontinuities >= 2,
-        "into the slate and out of it: {playlist:#?}"
+        playlist
+            .segments
+            .iter()
+            .any(|s| s.discontinuity && s.msn > into_slate),
+        "out of the slate after a discontinuity: {playlist:#?}"
     );
-    let maps: std::collections::BTreeSet<_> = playlist
+    let maps: std::collections::BTreeSet<_> = during
         .segments
         .iter()
+        .chain(&playlist.segments)
         .filter_map(|s| s.map.clone())
         .collect();
     assert!(

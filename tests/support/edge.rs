@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use corral_loadtest::client::{Fetched, HttpClient};
 
-use crate::{Scratch, binary, free_port, metric};
+use crate::{Scratch, binary, free_port, metric, wait_listening};
 
 /// See the module documentation.
 pub struct Edge {
@@ -60,20 +60,8 @@ impl Edge {
             client: HttpClient::new(Duration::from_secs(20)),
             scratch,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(edge.http).is_err()
-            || std::net::TcpStream::connect(edge.metrics).is_err()
-        {
-            if let Ok(Some(status)) = edge.child.try_wait() {
-                panic!("the edge exited with {status}\n{}", edge.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the edge did not start\n{}",
-                edge.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = edge.scratch.0.join("edge.log");
+        wait_listening(&mut edge.child, &[edge.http, edge.metrics], "edge", &log);
         edge
     }
 

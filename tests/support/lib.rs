@@ -151,6 +151,27 @@ pub fn metric_sum(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// Waits (up to 20 s) until every address in `addrs` accepts connections, failing the test
+/// with the log at `log` if `child` exits first or the time runs out.
+pub fn wait_listening(child: &mut Child, addrs: &[SocketAddr], what: &str, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    while addrs
+        .iter()
+        .any(|a| std::net::TcpStream::connect(a).is_err())
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the {what} exited with {status}\n{}", read_log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the {what} did not start\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A scratch directory removed on drop.
 pub struct Scratch(pub PathBuf);
 
@@ -235,18 +256,8 @@ impl Origin {
             client: HttpClient::new(Duration::from_secs(15)),
             scratch,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(origin.http).is_err() {
-            if let Ok(Some(status)) = origin.child.try_wait() {
-                panic!("the origin exited with {status}\n{}", origin.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the origin did not start\n{}",
-                origin.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = origin.scratch.0.join("origin.log");
+        wait_listening(&mut origin.child, &[origin.http], "origin", &log);
         origin
     }
 
