@@ -162,6 +162,29 @@ async fn herds_of_players_cost_the_origin_one_request_per_object() {
             > 0.0
     );
 
+    // A complete segment that nobody has asked for yet.
+    let fresh = edge.get(PLAYLIST).await;
+    let fresh =
+        MediaPlaylist::parse(std::str::from_utf8(&fresh.body).expect("utf-8")).expect("a playlist");
+    let newest = fresh
+        .segments
+        .iter()
+        .rev()
+        .find_map(|s| s.uri.clone())
+        .expect("a complete segment");
+    let before = origin_requests(&origin, "segment").await;
+    let answers = herd(&edge, &[format!("/live/demo/360p/{newest}")]).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.status == 200 && a.body == answers[0].body)
+    );
+    assert_eq!(
+        origin_requests(&origin, "segment").await - before,
+        1.0,
+        "{HERD} players asked for one uncached segment"
+    );
+
     // A part asked for far too early (not even hinted): the origin says 404, and the edge keeps
     // that answer for a moment so the herd behind it costs one request too.
     let early = format!("/live/demo/360p/{}.0.m4s", msn + 5);
