@@ -34,6 +34,7 @@ MSG
 origin_pid=$!
 "$edge" "${edge_args[@]}" &
 edge_pid=$!
-trap 'kill -INT "$origin_pid" "$edge_pid" 2>/dev/null; wait' INT TERM EXIT
+# Background jobs of a script ignore SIGINT, so both are stopped with SIGTERM (graceful).
+trap 'kill -TERM "$origin_pid" "$edge_pid" 2>/dev/null; wait' INT TERM EXIT
 # Either one stopping stops the stack.
 wait -n "$origin_pid" "$edge_pid"
