@@ -234,7 +234,7 @@ impl ProxyHttp for Edge {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>()
-            + req.uri.to_string().len();
+            + req.uri.path_and_query().map_or(0, |p| p.as_str().len());
         if header_bytes > self.max_header_bytes {
             return self.refuse(session, 431, "request headers too large").await;
         }
