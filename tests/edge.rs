@@ -251,6 +251,22 @@ async fn bad_requests_are_refused_at_the_edge_without_reaching_the_origin() {
     );
 }
 
+/// Waits until the origin holds a blocking request (the herd's leader has reached it).
+async fn edge_wait_for_upstream(origin: &Origin) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_sum(
+        &origin.metrics_text().await,
+        "corral_origin_blocked_requests",
+    ) < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the herd's leader never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// One LL-HLS viewer step through the edge: the blocking playlist for the hinted part, then
 /// the part. A failed request is retried once (a player's retry budget); returns the new
 /// playlist, and how many retries it took.
@@ -303,8 +319,35 @@ async fn when_the_primary_origin_dies_viewers_go_on_from_the_next_one() {
         "the standby is idle while the primary serves"
     );
 
-    // The primary dies (no goodbye: its connections just reset).
+    // A herd is held at the primary on the first part of the next segment (up to a segment
+    // away) when the primary dies, with no goodbye: its connections just reset. The leader's
+    // fetch goes to the standby, once; the waiters stay waiting on it and get its answer.
+    let edge = Arc::new(edge);
+    let next_segment = playlist.segments.last().expect("segments").msn + 1;
+    let held = format!("{PLAYLIST}?_HLS_msn={next_segment}&_HLS_part=0");
+    let herd_task = {
+        let edge = edge.clone();
+        tokio::spawn(async move { herd(&edge, &[held]).await })
+    };
+    edge_wait_for_upstream(&primary).await;
     primary.kill();
+    let answers = herd_task.await.expect("the herd");
+    let statuses: std::collections::BTreeMap<u16, usize> =
+        answers.iter().fold(Default::default(), |mut m, a| {
+            *m.entry(a.status.as_u16()).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        statuses.get(&200).copied(),
+        Some(HERD),
+        "the held herd is answered from the standby: {statuses:?}\n{}",
+        edge.log()
+    );
+    assert_eq!(
+        origin_requests(&standby, "blocking_playlist").await,
+        1.0,
+        "the failed leader handed its fetch to the standby once, not once per waiter"
+    );
     let start_msn = playlist.segments.last().expect("segments").msn;
     let mut total_retries = 0;
     for _ in 0..9 {

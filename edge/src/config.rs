@@ -176,6 +176,7 @@ impl Validate for EdgeConfig {
                 "an empty list",
             ));
         }
+        check_range("origins", self.origins.len(), 1, 32, "1 to 32 origins")?;
         for (i, o) in self.origins.iter().enumerate() {
             check_host_port(&format!("origins[{i}]"), o)?;
         }

@@ -56,8 +56,9 @@ const NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
 pub struct RequestCtx {
     started: Instant,
     request: Option<CacheRequest>,
-    /// How many origins this request has tried and failed.
+    /// How many origins this request has tried and failed, and which (bit per origin).
     attempt: usize,
+    tried: u64,
     /// The origin of the current try, and when it was asked.
     origin: Option<String>,
     asked: Option<Instant>,
@@ -215,6 +216,7 @@ impl ProxyHttp for Edge {
             started: Instant::now(),
             request: None,
             attempt: 0,
+            tried: 0,
             origin: None,
             asked: None,
             answered: false,
@@ -298,7 +300,8 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let pick = self.origins.pick(ctx.attempt);
+        let pick = self.origins.pick(ctx.tried);
+        ctx.tried |= 1u64.checked_shl(pick.index as u32).unwrap_or(0);
         ctx.origin = Some(pick.name.to_string());
         ctx.asked = Some(Instant::now());
         let mut peer = match pick.addr {

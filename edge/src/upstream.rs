@@ -31,6 +31,8 @@ struct Origin {
 /// Where a try goes: the origin's configured name, and its address once resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick<'a> {
+    /// Its place in the priority order (for the request's record of origins tried).
+    pub index: usize,
     /// HOST:PORT as configured.
     pub name: &'a str,
     /// Its address, when known (an IP literal, or resolved by the health check).
@@ -51,14 +53,23 @@ impl Origins {
         Self { list }
     }
 
-    /// The origin for a request's `attempt`-th try (0 first): the healthy origins in priority
-    /// order, then the others, wrapping around.
-    pub fn pick(&self, attempt: usize) -> Pick<'_> {
-        let healthy = self.list.iter().filter(|o| o.is_up());
-        let down = self.list.iter().filter(|o| !o.is_up());
-        let order: Vec<&Origin> = healthy.chain(down).collect();
-        let o = order[attempt % order.len()];
+    /// The origin for a request's next try, given the origins it `tried` already (bit `i` for
+    /// origin `i`): the first healthy origin in priority order it has not tried, then the
+    /// first unhealthy one it has not tried; when it has tried them all, the first healthy one.
+    pub fn pick(&self, tried: u64) -> Pick<'_> {
+        let untried = |i: &usize| i >= &64 || tried & (1 << i) == 0;
+        let healthy = |i: &usize| self.list[*i].is_up();
+        let indices = 0..self.list.len();
+        let i = indices
+            .clone()
+            .filter(untried)
+            .find(healthy)
+            .or_else(|| indices.clone().find(untried))
+            .or_else(|| indices.clone().find(healthy))
+            .unwrap_or(0);
+        let o = &self.list[i];
         Pick {
+            index: i,
             name: &o.addr,
             addr: *o.resolved.read(),
         }
@@ -148,20 +159,24 @@ mod tests {
     #[test]
     fn the_primary_serves_while_it_is_up_and_retries_go_down_the_list() {
         let o = origins();
-        let name = |n| o.pick(n).name;
-        assert_eq!(
-            (name(0), name(1), name(2), name(3)),
-            ("a:1", "b:2", "c:3", "a:1")
-        );
+        // A request tries each origin once, in order.
+        let mut tried = 0u64;
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let p = o.pick(tried);
+            tried |= 1 << p.index;
+            order.push(p.name);
+        }
+        assert_eq!(order, ["a:1", "b:2", "c:3", "a:1"]);
     }
 
     #[test]
     fn ip_literals_need_no_resolving_and_names_use_the_last_resolution() {
         let o = Origins::new(&["127.0.0.1:81".to_string(), "origin.example:81".to_string()]);
         assert_eq!(o.pick(0).addr, Some("127.0.0.1:81".parse().expect("addr")));
-        assert_eq!(o.pick(1).addr, None, "not resolved yet");
+        assert_eq!(o.pick(0b1).addr, None, "not resolved yet");
         o.set_resolved("origin.example:81", "10.1.2.3:81".parse().expect("addr"));
-        assert_eq!(o.pick(1).addr, Some("10.1.2.3:81".parse().expect("addr")));
+        assert_eq!(o.pick(0b1).addr, Some("10.1.2.3:81".parse().expect("addr")));
     }
 
     #[test]
@@ -169,10 +184,22 @@ mod tests {
         let o = origins();
         assert!(o.mark_down("a:1"));
         assert!(!o.mark_down("a:1"), "already down");
-        let name = |n| o.pick(n).name;
-        assert_eq!((name(0), name(1), name(2)), ("b:2", "c:3", "a:1"));
+        assert_eq!(o.pick(0).name, "b:2", "the first healthy one");
+        assert_eq!(
+            o.pick(0b010).name,
+            "c:3",
+            "b failed this request: the next healthy one"
+        );
+        assert_eq!(o.pick(0b110).name, "a:1", "then the one marked down");
+        // The primary failed this request and was marked down: the retry must not go back to
+        // it, whatever the new order of health.
+        assert_eq!(o.pick(0b001).name, "b:2");
         assert!(o.mark_up("a:1"));
-        assert_eq!(name(0), "a:1", "the primary takes over again when healthy");
+        assert_eq!(
+            o.pick(0).name,
+            "a:1",
+            "the primary takes over again when healthy"
+        );
         assert!(!o.mark_up("x:9"), "an unknown origin changes nothing");
     }
 
@@ -182,7 +209,7 @@ mod tests {
         for a in ["a:1", "b:2", "c:3"] {
             o.mark_down(a);
         }
-        assert_eq!((o.pick(0).name, o.pick(1).name), ("a:1", "b:2"));
+        assert_eq!((o.pick(0).name, o.pick(0b001).name), ("a:1", "b:2"));
     }
 
     #[tokio::test]
