@@ -230,12 +230,7 @@ async fn origin_count(plan: &HerdPlan, kind: &str) -> anyhow::Result<Option<f64>
     let r = HttpClient::new(plan.timeout).get(url, &[]).await?;
     let text = std::str::from_utf8(&r.body)?;
     let prefix = format!("corral_origin_http_requests_total{{kind=\"{kind}\"");
-    Ok(Some(
-        text.lines()
-            .filter(|l| l.starts_with(&prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    ))
+    Ok(Some(crate::metric_sum(text, &prefix)))
 }
 
 #[cfg(test)]

@@ -20,3 +20,12 @@ pub fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     flate2::read::GzDecoder::new(data).read_to_end(&mut out)?;
     Ok(out)
 }
+
+/// The sum of every sample in Prometheus text `text` whose line starts with `prefix` (a metric
+/// name and the first of its labels, say `name{kind="part"`), 0 when none.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -142,14 +142,7 @@ pub fn metric(text: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The sum of every Prometheus sample in `text` whose line starts with `prefix` (a metric name
-/// and the first of its labels, say `name{kind="part"`), 0 when none.
-pub fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+pub use corral_loadtest::metric_sum;
 
 /// Waits (up to 20 s) until every address in `addrs` accepts connections, failing the test
 /// with the log at `log` if `child` exits first or the time runs out.

@@ -117,6 +117,18 @@ pub fn pes_timestamps(payload: &[u8]) -> Option<(u64, Option<u64>)> {
     }
 }
 
+/// A PTS or DTS (90 kHz, 33 bits) as the five bytes of a PES header, after the 4-bit `prefix`
+/// (`0b0010` for a lone PTS, `0b0011` for a PTS followed by a DTS, `0b0001` for that DTS).
+pub fn encode_timestamp(ts: u64, prefix: u8) -> [u8; 5] {
+    [
+        (prefix << 4) | (((ts >> 30) as u8 & 0x07) << 1) | 1,
+        (ts >> 22) as u8,
+        (((ts >> 15) as u8) << 1) | 1,
+        (ts >> 7) as u8,
+        ((ts as u8) << 1) | 1,
+    ]
+}
+
 /// Reads a transport stream fed in arbitrary pieces.
 #[derive(Debug, Default)]
 pub struct TsMonitor {
@@ -397,15 +409,7 @@ pub(crate) mod synth {
             pcr: Option<u64>,
         ) {
             let mut pes = vec![0, 0, 1, stream_id, 0, 0, 0x80];
-            let stamp = |ts: u64, prefix: u8| {
-                [
-                    (prefix << 4) | (((ts >> 30) as u8 & 0x07) << 1) | 1,
-                    (ts >> 22) as u8,
-                    (((ts >> 15) as u8) << 1) | 1,
-                    (ts >> 7) as u8,
-                    ((ts as u8) << 1) | 1,
-                ]
-            };
+            let stamp = super::encode_timestamp;
             match dts {
                 None => {
                     pes.extend_from_slice(&[0x80, 5]);

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use super::{Starvation, Tick};
 use crate::ingest::mpegts::{
-    PACKET_LEN, PacketKind, PacketSplitter, TsMonitor, TsStats, VideoCodec, packet_payload,
-    pes_timestamps,
+    PACKET_LEN, PacketKind, PacketSplitter, TsMonitor, TsStats, VideoCodec, encode_timestamp,
+    packet_payload, pes_timestamps,
 };
 
 /// The largest keyframe kept for repeating. x264 at 20 Mbit/s makes keyframes of a few
@@ -263,29 +263,18 @@ fn strip_pcr(p: &mut Packet) {
 
 /// Rewrites the PTS (and the DTS, when present) of the PES starting in `p` to `ts`.
 fn restamp(p: &mut Packet, ts: u64) {
-    let offset = match (p[3] >> 4) & 0x03 {
-        0x01 => 4,
-        0x03 => 5 + usize::from(p[4]),
-        _ => return,
-    };
-    let Some(pes) = p.get_mut(offset..) else {
+    let Some(offset) = packet_payload(p).map(|payload| PACKET_LEN - payload.len()) else {
         return;
     };
+    let pes = &mut p[offset..];
     if pes.len() < 14 || pes[..3] != [0, 0, 1] {
         return;
     }
-    let write = |b: &mut [u8], prefix: u8| {
-        b[0] = (prefix << 4) | (((ts >> 30) as u8 & 0x07) << 1) | 1;
-        b[1] = (ts >> 22) as u8;
-        b[2] = (((ts >> 15) as u8) << 1) | 1;
-        b[3] = (ts >> 7) as u8;
-        b[4] = ((ts as u8) << 1) | 1;
-    };
     match pes[7] >> 6 {
-        0b10 => write(&mut pes[9..14], 0b0010),
+        0b10 => pes[9..14].copy_from_slice(&encode_timestamp(ts, 0b0010)),
         0b11 if pes.len() >= 19 => {
-            write(&mut pes[9..14], 0b0011);
-            write(&mut pes[14..19], 0b0001);
+            pes[9..14].copy_from_slice(&encode_timestamp(ts, 0b0011));
+            pes[14..19].copy_from_slice(&encode_timestamp(ts, 0b0001));
         }
         _ => {}
     }
