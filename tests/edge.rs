@@ -188,10 +188,18 @@ async fn herds_of_players_cost_the_origin_one_request_per_object() {
     // A part asked for far too early (not even hinted): the origin says 404, and the edge keeps
     // that answer for a moment so the herd behind it costs one request too.
     let early = format!("/live/demo/360p/{}.0.m4s", msn + 5);
+    // (The origin says max-age=1: a herd that takes longer on a loaded machine costs one more
+    // request per second it lasts, never one per player.)
     let before = origin_requests(&origin, "part").await;
+    let started = Instant::now();
     let answers = herd(&edge, std::slice::from_ref(&early)).await;
+    let lasted = started.elapsed();
     assert!(answers.iter().all(|a| a.status == 404));
-    assert_eq!(origin_requests(&origin, "part").await - before, 1.0);
+    let asked = origin_requests(&origin, "part").await - before;
+    assert!(
+        asked >= 1.0 && asked <= 1.0 + lasted.as_secs_f64().floor(),
+        "{asked} origin requests for a herd of {HERD} over {lasted:?}"
+    );
 
     // Once an object is cached, players are answered by the edge alone.
     let segment = format!("/live/demo/360p/{}.m4s", playlist.segments[0].msn);
