@@ -7,7 +7,15 @@ cd "$(dirname "$0")/.."
 bin=target/release/origin
 edge=target/release/edge
 config=conf/local.yaml
-edge_args=(--config conf/edge.yaml --listen 127.0.0.1:8080 --origin 127.0.0.1:8081)
+edge_args=(--config conf/edge-local.yaml)
+# A self-signed development certificate for the edge's TLS listener (HTTP/2 and HTTP/1.1).
+tls=target/dev-tls
+if [ ! -s "$tls/edge.crt" ] || [ ! -s "$tls/edge.key" ]; then
+    mkdir -p "$tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
+        -subj "/CN=corral local edge" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        -keyout "$tls/edge.key" -out "$tls/edge.crt" 2>/dev/null
+fi
 "$bin" --config "$config" --check >/dev/null
 "$edge" "${edge_args[@]}" --check >/dev/null
 
@@ -17,6 +25,7 @@ cat <<MSG
 
   LL-HLS stream    http://127.0.0.1:8080/live/demo/master.m3u8   (through the edge; built-in test source)
   media playlist   http://127.0.0.1:8080/live/demo/720p/index.m3u8
+  over TLS (h2)    https://127.0.0.1:8443/live/demo/master.m3u8  (self-signed: curl --cacert target/dev-tls/edge.crt)
   the origin       http://127.0.0.1:8081/live/demo/master.m3u8   (what the edge caches)
   your broadcast   http://127.0.0.1:8080/live/studio/master.m3u8 once you publish:
     OBS            server rtmp://127.0.0.1:1935/live, stream key studio-key

@@ -385,6 +385,55 @@ async fn when_the_primary_origin_dies_viewers_go_on_from_the_next_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_origin_is_gone_media_still_valid_is_served_stale_and_playlists_are_not() {
+    let _serial = SERIAL.lock().await;
+    let mut origin = Origin::start(&origin_config());
+    // The edge asks again after a second, while the origin said media is good for a day.
+    let edge = Edge::start(
+        &[&origin.http.to_string()],
+        "cache: { max_ttl: 1.0, stale_if_error: 60.0 }\n",
+    );
+    let playlist = live_playlist(&edge).await;
+    let segment = playlist
+        .segments
+        .iter()
+        .rev()
+        .find_map(|s| s.uri.clone())
+        .expect("a complete segment");
+    let path = format!("/live/demo/360p/{segment}");
+    let fresh = edge.get(&path).await;
+    assert_eq!(fresh.status, 200);
+    origin.kill();
+
+    // Past max_ttl the edge asks again, finds no origin, and answers with the bytes it has.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = edge.get(&path).await;
+        assert_eq!(r.status, 200, "media is answered while the origin is gone");
+        assert_eq!(r.body, fresh.body, "the same bytes");
+        if r.header("x-cache") == Some("stale") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served stale\n{}",
+            edge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stale = r#"corral_edge_requests_total{cache="stale",kind="segment",status="200"}"#;
+    assert!(edge.metric(stale).await >= 1.0, "counted as stale");
+
+    // A playlist is never older than its TTL: with no origin there is none to give.
+    let r = edge.get(PLAYLIST).await;
+    assert!(
+        r.status.is_server_error(),
+        "a playlist is not served stale: {}",
+        r.status
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edges_of_a_region_behind_a_shield_cost_the_origin_one_request_per_object() {
     let _serial = SERIAL.lock().await;
     let origin = Origin::start(&origin_config());
@@ -686,4 +735,64 @@ async fn hostile_clients_get_a_4xx_or_a_closed_connection_and_players_are_unaffe
     drop(slow);
     // The edge answers /healthz itself.
     assert_eq!(edge.get("/healthz").await.status, 200);
+}
+
+/// Sends `GET /healthz` on `s` and reads the answer: `Some(status line)`, or `None` when the
+/// edge closed the connection without one.
+fn healthz(s: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while !answer.ends_with(b"ok\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.lines().next().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_the_open_ones_keep_being_served() {
+    let _serial = SERIAL.lock().await;
+    // /healthz is the edge's own answer: no origin is needed.
+    let edge = Edge::start(&["127.0.0.1:9"], "max_connections: 20\n");
+    let mut open: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(edge.http).expect("connect"))
+        .collect();
+    for s in &mut open {
+        assert_eq!(healthz(s).as_deref(), Some("HTTP/1.1 200 OK"));
+    }
+    assert_eq!(edge.metric("corral_edge_connections_open").await, 20.0);
+
+    // The 21st is closed without an answer, and counted.
+    let mut over = std::net::TcpStream::connect(edge.http).expect("the kernel accepts it");
+    assert_eq!(healthz(&mut over), None, "over the limit: closed");
+    assert_eq!(
+        edge.metric(r#"corral_edge_connections_refused_total{protocol="tcp"}"#)
+            .await,
+        1.0
+    );
+    assert!(edge.log().contains("connection limit reached"));
+
+    // The open ones are served as before; once one closes, a new one is served.
+    assert_eq!(healthz(&mut open[0]).as_deref(), Some("HTTP/1.1 200 OK"));
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut fresh = std::net::TcpStream::connect(edge.http).expect("connect");
+        if healthz(&mut fresh).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed connection never freed its place"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -27,6 +27,9 @@ pub struct EdgeConfig {
     pub threads: usize,
     /// Largest request header block accepted (bytes); larger ones get 431.
     pub max_header_bytes: usize,
+    /// Most player connections open at once (all listeners together); more are closed as soon
+    /// as they are accepted.
+    pub max_connections: usize,
     /// Seconds an idle player connection is kept open between requests.
     pub keepalive_timeout: u64,
     /// Upstream origins, tried in order (primary first).
@@ -70,8 +73,13 @@ pub struct CacheConfig {
     pub bytes: u64,
     /// Largest object cached; a larger one is passed through once and not kept.
     pub max_object_bytes: u64,
-    /// Longest any object is kept, whatever its max-age.
+    /// Longest any object is served from the cache before the origin is asked again,
+    /// whatever its max-age.
     pub max_ttl: f64,
+    /// How long past the edge's freshness media (parts, segments, init) that the origin still
+    /// calls valid is served when every origin fails: the rest of the origin's own lifetime
+    /// plus its `stale-if-error`, at most this. Playlists are never served stale.
+    pub stale_if_error: f64,
     /// How long the first request for an object may hold the others back while it fetches:
     /// longer than the origin may legitimately hold a blocking request (3 target durations).
     pub lock_timeout: f64,
@@ -108,6 +116,7 @@ impl Default for EdgeConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
             threads: 2,
             max_header_bytes: 16 << 10,
+            max_connections: 16_000,
             keepalive_timeout: 30,
             origins: vec!["127.0.0.1:8081".to_string()],
             shield: None,
@@ -124,6 +133,7 @@ impl Default for CacheConfig {
             bytes: 1 << 30,
             max_object_bytes: 64 << 20,
             max_ttl: 86_400.0,
+            stale_if_error: 3_600.0,
             lock_timeout: 10.0,
             negative_ttl: 1.0,
             playlist_fresh: 0.1,
@@ -192,6 +202,13 @@ impl Validate for EdgeConfig {
             "bytes",
         )?;
         check_range(
+            "max_connections",
+            self.max_connections,
+            1,
+            10_000_000,
+            "connections",
+        )?;
+        check_range(
             "keepalive_timeout",
             self.keepalive_timeout,
             1,
@@ -208,6 +225,13 @@ impl Validate for EdgeConfig {
             "bytes (at most cache.bytes)",
         )?;
         check_range("cache.max_ttl", c.max_ttl, 1.0, 31_536_000.0, "seconds")?;
+        check_range(
+            "cache.stale_if_error",
+            c.stale_if_error,
+            0.0,
+            31_536_000.0,
+            "seconds",
+        )?;
         check_range("cache.lock_timeout", c.lock_timeout, 0.1, 120.0, "seconds")?;
         check_range("cache.negative_ttl", c.negative_ttl, 0.0, 10.0, "seconds")?;
         check_range(
@@ -288,6 +312,21 @@ mod tests {
             EdgeConfig::default(),
             "conf/edge.yaml shows the defaults"
         );
+    }
+
+    #[test]
+    fn the_local_and_regional_configs_are_valid() {
+        for name in [
+            "edge-local",
+            "edge-eu",
+            "edge-eu-shield",
+            "edge-us",
+            "edge-us-shield",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../conf/{name}.yaml"));
+            // Loading validates.
+            yaml_config::load::<EdgeConfig>(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //! only one that goes upstream, and [`storage::MediaCache`] streams what that request receives
 //! to every other request for the key while it arrives, then keeps it, bounded by bytes.
 //! [`signing`] checks signed playback URLs and hands signatures on to playlist URIs;
-//! [`upstream`] keeps the origins in priority order with their health; [`config`] is the YAML file; [`metrics`] what it counts; [`server`] puts the services
-//! together.
+//! [`upstream`] keeps the origins in priority order with their health; [`admission`] bounds the
+//! open connections; [`config`] is the YAML file; [`metrics`] what it counts; [`server`] puts
+//! the services together.
 
+#[cfg(feature = "proxy")]
+pub mod admission;
 pub mod config;
 #[cfg(feature = "proxy")]
 pub mod metrics;

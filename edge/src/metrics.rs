@@ -37,6 +37,10 @@ pub struct EdgeMetrics {
     pub cache_filling: IntGauge,
     /// Fills that failed (upstream error or too large).
     pub cache_failed_fills: IntGauge,
+    /// Player connections open now.
+    pub connections_open: IntGauge,
+    /// Player connections closed at once because `max_connections` were open, by protocol.
+    pub connections_refused: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -107,7 +111,20 @@ impl EdgeMetrics {
                 "edge_cache_failed_fills",
                 "Upstream fetches that failed or were too large to keep",
             )?,
+            connections_open: IntGauge::new(
+                "edge_connections_open",
+                "Player connections open now",
+            )?,
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "edge_connections_refused_total",
+                    "Player connections closed at once because max_connections were open",
+                ),
+                &["protocol"],
+            )?,
         };
+        registry.register(Box::new(m.connections_open.clone()))?;
+        registry.register(Box::new(m.connections_refused.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_seconds.clone()))?;
         registry.register(Box::new(m.upstream_requests.clone()))?;

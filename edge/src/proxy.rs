@@ -82,6 +82,8 @@ pub struct Edge {
     max_object_bytes: usize,
     negative_ttl: Duration,
     playlist_fresh: Duration,
+    max_ttl: Duration,
+    stale_if_error: Duration,
     connect_timeout: Duration,
     read_timeout: Duration,
     idle_timeout: Duration,
@@ -110,6 +112,8 @@ impl Edge {
             max_object_bytes: config.cache.max_object_bytes as usize,
             negative_ttl: secs(config.cache.negative_ttl),
             playlist_fresh: secs(config.cache.playlist_fresh),
+            max_ttl: secs(config.cache.max_ttl),
+            stale_if_error: secs(config.cache.stale_if_error),
             connect_timeout: secs(config.upstream.connect_timeout),
             read_timeout: secs(config.upstream.read_timeout),
             idle_timeout: secs(config.upstream.idle_timeout),
@@ -178,7 +182,8 @@ impl Edge {
             400 | 404 | 503 => {
                 let ttl = origin_ttl
                     .unwrap_or(self.negative_ttl)
-                    .min(self.negative_ttl);
+                    .min(self.negative_ttl)
+                    .min(self.max_ttl);
                 if ttl.is_zero() {
                     return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
                 }
@@ -193,9 +198,33 @@ impl Edge {
                 Some(_) if kind == ObjectKind::Playlist => self.playlist_fresh,
                 _ => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
             };
+            let ttl = ttl.min(self.max_ttl);
             return RespCacheable::Cacheable(CacheMeta::new(now + ttl, now, 0, 0, header));
         }
-        pingora::cache::filters::resp_cacheable(cc.as_ref(), header, false, &NO_DEFAULTS)
+        match pingora::cache::filters::resp_cacheable(cc.as_ref(), header, false, &NO_DEFAULTS) {
+            RespCacheable::Cacheable(meta) => RespCacheable::Cacheable(self.capped(meta, now)),
+            other => other,
+        }
+    }
+
+    /// Media fresh for longer than `max_ttl` is fresh for `max_ttl`, and for the rest of the
+    /// origin's lifetime (plus its own `stale-if-error`, at most `stale_if_error`) it may be
+    /// served stale when every origin fails: the bytes are still the origin's, the edge only
+    /// asks again sooner.
+    fn capped(&self, meta: CacheMeta, now: SystemTime) -> CacheMeta {
+        let fresh = meta.fresh_until().duration_since(now).unwrap_or_default();
+        if fresh <= self.max_ttl {
+            return meta;
+        }
+        let rest = fresh - self.max_ttl + Duration::from_secs(meta.stale_if_error_sec().into());
+        let stale = rest.min(self.stale_if_error).as_secs();
+        CacheMeta::new(
+            now + self.max_ttl,
+            meta.created(),
+            0,
+            u32::try_from(stale).unwrap_or(u32::MAX),
+            meta.response_header_copy(),
+        )
     }
 }
 

@@ -10,8 +10,10 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::listening::Service;
 use prometheus::Registry;
 
+use crate::admission::{Admission, ConnectionLimit};
 use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
 use crate::proxy::Edge;
@@ -38,12 +40,18 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
     let storage: &'static MediaCache = Box::leak(Box::new(MediaCache::new(
         config.cache.bytes,
         config.cache.max_object_bytes as usize,
-        Duration::from_secs_f64(config.cache.max_ttl),
+        Duration::from_secs_f64(config.cache.max_ttl + config.cache.stale_if_error),
     )));
 
     let origins = Arc::new(Origins::new(&config.upstreams()));
     let edge = Edge::new(config, origins.clone(), storage, metrics.clone());
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, edge);
+    let proxy = Arc::new(pingora::proxy::http_proxy(&server.configuration, edge));
+    let limit = ConnectionLimit::new(
+        config.max_connections,
+        metrics.connections_open.clone(),
+        metrics.connections_refused.clone(),
+    );
+    let mut proxy = Service::new("players".to_string(), Admission::new(proxy, limit.clone()));
     proxy.add_listener(ListenerConfig::tcp(config.listen.to_string()).l4_buffer(player_buffers()));
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         let (cert, key) = (cert.display().to_string(), key.display().to_string());

@@ -138,7 +138,7 @@ pub struct MediaCache {
 
 impl MediaCache {
     /// A cache of at most `capacity_bytes`, refusing objects over `max_object_bytes`, keeping
-    /// none longer than `max_ttl`.
+    /// none longer than `max_ttl` (fresh and servable stale together).
     pub fn new(capacity_bytes: u64, max_object_bytes: usize, max_ttl: Duration) -> Self {
         let evictions = Arc::new(AtomicU64::new(0));
         let counted = evictions.clone();
