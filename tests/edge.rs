@@ -308,10 +308,29 @@ async fn viewer_step(edge: &Edge, playlist: &MediaPlaylist) -> (MediaPlaylist, u
     (next, retries)
 }
 
+/// How the primary origin goes away in a failover test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Gone {
+    /// SIGKILL, as a crash: its connections reset, no goodbye.
+    Crashed,
+    /// SIGTERM with `http.on_stop: hand_over`: /healthz turns 503 and every request is closed
+    /// unanswered.
+    HandedOver,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_primary_origin_dies_viewers_go_on_from_the_next_one() {
+    failover(Gone::Crashed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_stopped_with_hand_over_passes_its_viewers_to_the_next_one_without_ending() {
+    failover(Gone::HandedOver).await;
+}
+
+async fn failover(gone: Gone) {
     let _serial = SERIAL.lock().await;
-    let mut primary = Origin::start(&origin_config());
+    let mut primary = Origin::start_with_http("  on_stop: hand_over\n", &origin_config());
     let standby = Origin::start(&origin_config());
     let (p, s) = (primary.http.to_string(), standby.http.to_string());
     let edge = Edge::start(&[&p, &s], "upstream: { health_interval: 0.2 }\n");
@@ -328,8 +347,8 @@ async fn when_the_primary_origin_dies_viewers_go_on_from_the_next_one() {
     );
 
     // A herd is held at the primary on the first part of the next segment (up to a segment
-    // away) when the primary dies, with no goodbye: its connections just reset. The leader's
-    // fetch goes to the standby, once; the waiters stay waiting on it and get its answer.
+    // away) when the primary goes. The leader's fetch goes to the standby, once; the waiters
+    // stay waiting on it and get its answer.
     let edge = Arc::new(edge);
     let next_segment = playlist.segments.last().expect("segments").msn + 1;
     let held = format!("{PLAYLIST}?_HLS_msn={next_segment}&_HLS_part=0");
@@ -338,7 +357,10 @@ async fn when_the_primary_origin_dies_viewers_go_on_from_the_next_one() {
         tokio::spawn(async move { herd(&edge, &[held]).await })
     };
     edge_wait_for_upstream(&primary).await;
-    primary.kill();
+    match gone {
+        Gone::Crashed => primary.kill(),
+        Gone::HandedOver => primary.terminate(),
+    }
     let answers = herd_task.await.expect("the herd");
     let statuses: std::collections::BTreeMap<u16, usize> =
         answers.iter().fold(Default::default(), |mut m, a| {
@@ -371,6 +393,17 @@ async fn when_the_primary_origin_dies_viewers_go_on_from_the_next_one() {
         playlist.segments.last().expect("segments").msn > start_msn,
         "the stream went on past the failure"
     );
+    assert!(
+        answers
+            .iter()
+            .all(|a| !a.body.ends_with(b"#EXT-X-ENDLIST\n"))
+            && !playlist.ended,
+        "no viewer was told the stream ended"
+    );
+    if gone == Gone::HandedOver {
+        assert!(primary.stop().success(), "the primary stopped cleanly");
+        assert!(primary.log().contains("handing players over"));
+    }
     assert!(origin_requests(&standby, "blocking_playlist").await >= 9.0);
     assert_eq!(
         edge.metric(&format!("corral_edge_origin_up{{origin=\"{p}\"}}"))

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SystemClock;
-use crate::config::{OriginConfig, SourceKind, StreamConfig};
+use crate::config::{OnStop, OriginConfig, SourceKind, StreamConfig};
 use crate::http::server::{HttpState, serve};
 use crate::ingest::hub::{IngestHub, IngestMetrics, IngestStream};
 use crate::metrics::OriginMetrics;
@@ -220,16 +220,20 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
 
     let http_stop = CancellationToken::new();
     let local = listener.local_addr()?;
-    let server = serve(
-        listener,
-        HttpState::new(streams.clone(), metrics, config.http.clone()),
-        http_stop.clone(),
-    );
+    let http_state = HttpState::new(streams.clone(), metrics, config.http.clone());
+    let server = serve(listener, http_state.clone(), http_stop.clone());
     for s in &streams {
         tracing::info!(url = %format!("http://{local}/live/{}/master.m3u8", s.name()), "serving");
     }
 
     wait_for_signal().await;
+    if config.http.on_stop == OnStop::HandOver {
+        // Before anything ends: no player behind an edge may see a final playlist.
+        http_state.hand_over();
+        tracing::info!(
+            "stopping: handing players over to the other origins (requests are closed unanswered, /healthz says 503)"
+        );
+    }
     tracing::info!("stopping: ending streams");
     ingest_stop.cancel();
     stop.cancel();

@@ -59,6 +59,22 @@ pub struct HttpConfig {
     pub cors_allow_origin: String,
     /// Minting signed playback URLs for the edges.
     pub signing: SigningConfig,
+    /// What SIGTERM means for the players behind this origin.
+    pub on_stop: OnStop,
+}
+
+/// `http.on_stop:` what stopping the origin (SIGTERM) does to the requests it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStop {
+    /// The only origin of its streams: they end, and held requests get the final playlist
+    /// with `EXT-X-ENDLIST`.
+    #[default]
+    End,
+    /// One of several origins behind edges: `/healthz` answers 503 at once, and every request
+    /// (held ones too) is closed unanswered, so the edges retry it on the next origin; no
+    /// playlist ever says the stream ended.
+    HandOver,
 }
 
 /// `http.signing:`.
@@ -94,6 +110,7 @@ impl Default for HttpConfig {
             header_read_timeout: 10.0,
             cors_allow_origin: "*".to_string(),
             signing: SigningConfig::default(),
+            on_stop: OnStop::End,
         }
     }
 }

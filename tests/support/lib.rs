@@ -333,6 +333,12 @@ impl Origin {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM and returns at once (the origin stops on its own; `stop` waits).
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

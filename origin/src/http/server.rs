@@ -7,7 +7,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,6 +41,28 @@ pub struct HttpState {
     blocked: Arc<Semaphore>,
     allow_origin: HeaderValue,
     config: HttpConfig,
+    /// Cancelled when the origin hands its players over to the other origins (`on_stop:
+    /// hand_over`): from then on every request is closed unanswered.
+    handing_over: CancellationToken,
+}
+
+/// Marks a response that must not be sent: the request's connection is closed instead, so
+/// that an edge retries it on another origin.
+#[derive(Debug, Clone, Copy)]
+struct Unanswered;
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closed unanswered: the origin is handing over to the other origins")
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+fn unanswered() -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    r.extensions_mut().insert(Unanswered);
+    r
 }
 
 impl HttpState {
@@ -58,7 +79,14 @@ impl HttpState {
             blocked: Arc::new(Semaphore::new(config.max_blocked_requests)),
             allow_origin,
             config,
+            handing_over: CancellationToken::new(),
         })
+    }
+
+    /// Hands the players over to the other origins: `/healthz` answers 503, and every request,
+    /// held ones included, is closed unanswered from now on.
+    pub fn hand_over(&self) {
+        self.handing_over.cancel();
     }
 }
 
@@ -105,7 +133,14 @@ pub fn serve(
             let service_state = state.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = service_state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                async move {
+                    let response = handle(&state, req).await;
+                    if response.extensions().get::<Unanswered>().is_some() {
+                        // hyper closes the connection (or resets the HTTP/2 stream).
+                        return Err(Unanswered);
+                    }
+                    Ok(response)
+                }
             });
             let connection = graceful.watch(
                 builder
@@ -152,6 +187,18 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
     let query = req.uri().query().map(str::to_string);
     let route = request::parse(&path, query.as_deref());
     let kind = kind_of(&route, &path);
+    if state.handing_over.is_cancelled() {
+        let status = if kind == "health" { "503" } else { "closed" };
+        state
+            .metrics
+            .http_requests
+            .with_label_values(&[kind, status])
+            .inc();
+        if kind == "health" {
+            return respond::text(StatusCode::SERVICE_UNAVAILABLE, "stopping", NO_STORE);
+        }
+        return unanswered();
+    }
     let mut response = match *req.method() {
         Method::GET | Method::HEAD => match route {
             Ok(route) => answer(state, route, &req).await,
@@ -176,11 +223,16 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         *response.body_mut() = Body::empty();
     }
-    let status = response.status();
+    let code = response.status();
+    let status = if response.extensions().get::<Unanswered>().is_some() {
+        "closed"
+    } else {
+        code.as_str()
+    };
     state
         .metrics
         .http_requests
-        .with_label_values(&[kind, status.as_str()])
+        .with_label_values(&[kind, status])
         .inc();
     state
         .metrics
@@ -378,7 +430,10 @@ async fn wait(
         _permit: permit,
     };
     let deadline = tokio::time::Instant::now() + stream.params().blocking_timeout();
-    let waited = stream.wait_until(index, deadline, check).await;
+    let waited = tokio::select! {
+        waited = stream.wait_until(index, deadline, check) => waited,
+        _ = state.handing_over.cancelled() => return Err(unanswered()),
+    };
     match waited.woken_by {
         Some(at) => state
             .metrics
