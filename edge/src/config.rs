@@ -21,6 +21,8 @@ pub struct EdgeConfig {
     pub tls_listen: SocketAddr,
     /// The TLS certificate chain and key for `tls_listen`.
     pub tls: TlsConfig,
+    /// HTTP/3 on `tls_listen`'s UDP port.
+    pub http3: Http3Config,
     /// Prometheus endpoint.
     pub metrics_listen: SocketAddr,
     /// Worker threads of the proxy.
@@ -54,6 +56,37 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+}
+
+/// `http3:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http3Config {
+    /// Serve HTTP/3 on `tls_listen`'s UDP port when TLS is on, and advertise it with Alt-Svc.
+    pub enabled: bool,
+    /// Requests open at once on one connection (QUIC bidirectional streams).
+    pub max_streams: u32,
+    /// Seconds a connection without any traffic is kept.
+    pub idle_timeout: f64,
+    /// Seconds a player may take to send a request's headers once its stream is open.
+    pub header_timeout: f64,
+    /// Bytes the edge may have in flight unacknowledged on one connection.
+    pub send_window: u64,
+    /// Seconds players may keep using the Alt-Svc advertisement.
+    pub alt_svc_max_age: u64,
+}
+
+impl Default for Http3Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_streams: 100,
+            idle_timeout: 30.0,
+            header_timeout: 10.0,
+            send_window: 4 << 20,
+            alt_svc_max_age: 86_400,
+        }
+    }
 }
 
 /// `signing:`.
@@ -113,6 +146,7 @@ impl Default for EdgeConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             tls_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             tls: TlsConfig::default(),
+            http3: Http3Config::default(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
             threads: 2,
             max_header_bytes: 16 << 10,
@@ -213,6 +247,30 @@ impl Validate for EdgeConfig {
             self.keepalive_timeout,
             1,
             3600,
+            "seconds",
+        )?;
+        let h = &self.http3;
+        check_range("http3.max_streams", h.max_streams, 1, 10_000, "streams")?;
+        check_range("http3.idle_timeout", h.idle_timeout, 1.0, 600.0, "seconds")?;
+        check_range(
+            "http3.header_timeout",
+            h.header_timeout,
+            0.1,
+            60.0,
+            "seconds",
+        )?;
+        check_range(
+            "http3.send_window",
+            h.send_window,
+            64 << 10,
+            1 << 30,
+            "bytes",
+        )?;
+        check_range(
+            "http3.alt_svc_max_age",
+            h.alt_svc_max_age,
+            0,
+            31_536_000,
             "seconds",
         )?;
         let c = &self.cache;

@@ -7,6 +7,7 @@
 //! normalized cache key (or refuses it), the cache lock makes the first request for a key the
 //! only one that goes upstream, and [`storage::MediaCache`] streams what that request receives
 //! to every other request for the key while it arrives, then keeps it, bounded by bytes.
+//! [`http3`] serves HTTP/3 through the same proxy and cache.
 //! [`signing`] checks signed playback URLs and hands signatures on to playlist URIs;
 //! [`upstream`] keeps the origins in priority order with their health; [`admission`] bounds the
 //! open connections; [`config`] is the YAML file; [`metrics`] what it counts; [`server`] puts
@@ -15,6 +16,8 @@
 #[cfg(feature = "proxy")]
 pub mod admission;
 pub mod config;
+#[cfg(feature = "proxy")]
+pub mod http3;
 #[cfg(feature = "proxy")]
 pub mod metrics;
 #[cfg(feature = "proxy")]

@@ -9,6 +9,10 @@ use prometheus::{
 pub struct EdgeMetrics {
     /// Player requests answered, by object kind, cache outcome and status.
     pub requests: IntCounterVec,
+    /// Player requests answered, by protocol (`h1`, `h2`, `h3`), with their body bytes.
+    pub protocol_requests: IntCounterVec,
+    /// Body bytes sent to players, by protocol.
+    pub protocol_bytes_out: IntCounterVec,
     /// Time from request to the end of the response, by object kind.
     pub request_seconds: prometheus::HistogramVec,
     /// Requests sent upstream, by object kind and origin status (the herd measure: one per
@@ -53,6 +57,20 @@ impl EdgeMetrics {
             requests: IntCounterVec::new(
                 Opts::new("edge_requests_total", "Player requests answered"),
                 &["kind", "cache", "status"],
+            )?,
+            protocol_requests: IntCounterVec::new(
+                Opts::new(
+                    "edge_protocol_requests_total",
+                    "Player requests answered, by protocol",
+                ),
+                &["protocol"],
+            )?,
+            protocol_bytes_out: IntCounterVec::new(
+                Opts::new(
+                    "edge_protocol_bytes_out_total",
+                    "Body bytes sent to players, by protocol",
+                ),
+                &["protocol"],
             )?,
             request_seconds: prometheus::HistogramVec::new(
                 HistogramOpts::new("edge_request_seconds", "Request to end of response")
@@ -126,6 +144,8 @@ impl EdgeMetrics {
         registry.register(Box::new(m.connections_open.clone()))?;
         registry.register(Box::new(m.connections_refused.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.protocol_requests.clone()))?;
+        registry.register(Box::new(m.protocol_bytes_out.clone()))?;
         registry.register(Box::new(m.request_seconds.clone()))?;
         registry.register(Box::new(m.upstream_requests.clone()))?;
         registry.register(Box::new(m.upstream_failovers.clone()))?;

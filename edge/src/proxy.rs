@@ -91,6 +91,8 @@ pub struct Edge {
     signing: Option<signed_url::Key>,
     max_header_bytes: usize,
     keepalive_timeout: u64,
+    /// `Alt-Svc` for answers over TCP when HTTP/3 is served.
+    alt_svc: Option<String>,
 }
 
 impl Edge {
@@ -120,6 +122,16 @@ impl Edge {
             metrics,
             max_header_bytes: config.max_header_bytes,
             keepalive_timeout: config.keepalive_timeout,
+            alt_svc: (config.http3.enabled
+                && config.tls.cert.is_some()
+                && config.tls.key.is_some())
+            .then(|| {
+                format!(
+                    "h3=\":{}\"; ma={}",
+                    config.tls_listen.port(),
+                    config.http3.alt_svc_max_age
+                )
+            }),
             signing: config
                 .signing
                 .key
@@ -463,6 +475,11 @@ impl ProxyHttp for Edge {
         }
         let label = cache_label(session);
         resp.insert_header("x-cache", label)?;
+        if let Some(alt_svc) = &self.alt_svc
+            && session.req_header().version != pingora::http::Version::HTTP_3
+        {
+            resp.insert_header("alt-svc", alt_svc.as_str())?;
+        }
         Ok(())
     }
 
@@ -513,6 +530,19 @@ impl ProxyHttp for Edge {
         self.metrics
             .bytes_out
             .with_label_values(&[kind])
+            .inc_by(session.body_bytes_sent() as u64);
+        let protocol = match session.req_header().version {
+            pingora::http::Version::HTTP_3 => "h3",
+            pingora::http::Version::HTTP_2 => "h2",
+            _ => "h1",
+        };
+        self.metrics
+            .protocol_requests
+            .with_label_values(&[protocol])
+            .inc();
+        self.metrics
+            .protocol_bytes_out
+            .with_label_values(&[protocol])
             .inc_by(session.body_bytes_sent() as u64);
         if let Some(waited) = session.cache.lock_duration() {
             self.metrics.lock_wait_seconds.observe(waited.as_secs_f64());

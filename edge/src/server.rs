@@ -15,6 +15,7 @@ use prometheus::Registry;
 
 use crate::admission::{Admission, ConnectionLimit};
 use crate::config::EdgeConfig;
+use crate::http3::Http3;
 use crate::metrics::EdgeMetrics;
 use crate::proxy::Edge;
 use crate::storage::MediaCache;
@@ -51,6 +52,7 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
         metrics.connections_open.clone(),
         metrics.connections_refused.clone(),
     );
+    let app = proxy.clone();
     let mut proxy = Service::new("players".to_string(), Admission::new(proxy, limit.clone()));
     proxy.add_listener(ListenerConfig::tcp(config.listen.to_string()).l4_buffer(player_buffers()));
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
@@ -66,6 +68,11 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
         tracing::info!(listen = %config.tls_listen, "TLS listening (HTTP/2, HTTP/1.1)");
     }
     server.add_service(proxy);
+    if let (Some(cert), Some(key), true) = (&config.tls.cert, &config.tls.key, config.http3.enabled)
+    {
+        let h3 = Http3::bind(config, cert, key, app, limit)?;
+        server.add_service(background_service("http3", h3));
+    }
 
     let admin = Admin {
         listen: config.metrics_listen,
