@@ -3,7 +3,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test deps build release lint bench fuzz fuzz-smoke clean
+.PHONY: run test deps test-deps build release lint bench fuzz fuzz-smoke clean
 
 ## run: start the local stack (origin with the built-in test source, an edge in front) and print its URLs
 run: deps release
@@ -11,13 +11,19 @@ run: deps release
 
 ## test: install what is missing, check formatting and lints, run every test, then a short
 ## run of every fuzz target (so the targets keep building and shallow crashes are caught)
-test: deps lint build
+test: test-deps lint build
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) fuzz-smoke
 
 ## deps: install ffmpeg, fonts, cmake and friends with apt-get when missing
 deps:
 	scripts/install-deps.sh
+
+## test-deps: deps, plus chromium, nodejs and python3-venv, and the pinned test clients
+## (aioquic from PyPI in target/pyenv, playwright-core from npm in tests/browser)
+test-deps:
+	scripts/install-deps.sh --test
+	scripts/install-test-clients.sh
 
 build:
 	$(CARGO) build --workspace --bins

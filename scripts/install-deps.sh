@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build, run and test Corral, with apt-get
-# (directly as root, through sudo otherwise). Does nothing when everything is present.
+# (directly as root, through sudo otherwise). Does nothing when everything is present. With
+# --test, also what the test clients need (python3-venv, nodejs, npm, chromium).
 set -euo pipefail
 
 need=()
@@ -12,6 +13,14 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ "${1:-}" = "--test" ]; then
+    # What the tests' clients need: aioquic in a venv, playwright-core driving chromium.
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    command -v node >/dev/null 2>&1 || need+=(nodejs)
+    command -v npm >/dev/null 2>&1 || need+=(npm)
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 [ -d /etc/ssl/certs ] || need+=(ca-certificates)
 [ -f /usr/include/srt/srt.h ] || need+=(libsrt-gnutls-dev)
 command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)

@@ -43,7 +43,9 @@ MSG
 origin_pid=$!
 "$edge" "${edge_args[@]}" &
 edge_pid=$!
-# Background jobs of a script ignore SIGINT, so both are stopped with SIGTERM (graceful).
-trap 'kill -TERM "$origin_pid" "$edge_pid" 2>/dev/null; wait' INT TERM EXIT
+# Background jobs of a script ignore SIGINT from the terminal, so they are signalled here: the
+# origin with SIGTERM (graceful), the edge with SIGINT (at once: on SIGTERM it would serve its
+# held requests for shutdown_grace first, which a local stack does not need).
+trap 'kill -TERM "$origin_pid" 2>/dev/null; kill -INT "$edge_pid" 2>/dev/null; wait' INT TERM EXIT
 # Either one stopping stops the stack.
 wait -n "$origin_pid" "$edge_pid"

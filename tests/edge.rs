@@ -801,7 +801,11 @@ async fn connections_over_the_limit_are_closed_and_the_open_ones_keep_being_serv
     for s in &mut open {
         assert_eq!(healthz(s).as_deref(), Some("HTTP/1.1 200 OK"));
     }
-    assert_eq!(edge.metric("corral_edge_connections_open").await, 20.0);
+    assert_eq!(
+        edge.metric(r#"corral_edge_connections_open{protocol="tcp"}"#)
+            .await,
+        20.0
+    );
 
     // The 21st is closed without an answer, and counted.
     let mut over = std::net::TcpStream::connect(edge.http).expect("the kernel accepts it");

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use prometheus::{IntCounterVec, IntGauge};
+use prometheus::{IntCounter, IntGauge};
 
 /// Counts the open connections of the listeners it fronts and turns away those over the limit.
 pub struct Admission<A> {
@@ -22,12 +22,13 @@ pub struct Admission<A> {
     limit: Arc<ConnectionLimit>,
 }
 
-/// A bound on open connections, shared by every listener (and protocol) that counts against it.
+/// A bound on open connections, shared by every listener that counts against it.
 pub struct ConnectionLimit {
     open: AtomicUsize,
     max: usize,
     gauge: IntGauge,
-    refused: IntCounterVec,
+    refused: IntCounter,
+    protocol: &'static str,
     /// The second of the last "refused" log line (one per second at most).
     logged_at: AtomicU64,
 }
@@ -43,20 +44,26 @@ impl Drop for Admitted {
 }
 
 impl ConnectionLimit {
-    /// At most `max` connections open at once; `gauge` shows how many are, `refused` counts
-    /// the ones turned away by protocol.
-    pub fn new(max: usize, gauge: IntGauge, refused: IntCounterVec) -> Arc<Self> {
+    /// At most `max` connections of `protocol` open at once; `gauge` shows how many are,
+    /// `refused` counts the ones turned away.
+    pub fn new(
+        max: usize,
+        protocol: &'static str,
+        gauge: IntGauge,
+        refused: IntCounter,
+    ) -> Arc<Self> {
         Arc::new(Self {
             open: AtomicUsize::new(0),
             max,
             gauge,
             refused,
+            protocol,
             logged_at: AtomicU64::new(0),
         })
     }
 
     /// A place for one more connection, or `None` (counted and logged) when all are taken.
-    pub fn admit(self: &Arc<Self>, protocol: &str) -> Option<Admitted> {
+    pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
         let admitted = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -64,14 +71,14 @@ impl ConnectionLimit {
             })
             .is_ok();
         if !admitted {
-            self.refused.with_label_values(&[protocol]).inc();
+            self.refused.inc();
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             if self.logged_at.swap(now, Ordering::Relaxed) != now {
                 tracing::warn!(
                     max_connections = self.max,
-                    protocol,
+                    protocol = self.protocol,
                     "connection limit reached: new connections are closed"
                 );
             }
@@ -97,7 +104,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         // Dropping the stream closes the connection.
-        let _admitted = self.limit.admit("tcp")?;
+        let _admitted = self.limit.admit()?;
         self.app.process_new(session, shutdown).await
     }
 

@@ -34,6 +34,8 @@ pub struct EdgeConfig {
     pub max_connections: usize,
     /// Seconds an idle player connection is kept open between requests.
     pub keepalive_timeout: u64,
+    /// Seconds a stopping edge (SIGTERM) keeps serving the requests it has before it exits.
+    pub shutdown_grace: u64,
     /// Upstream origins, tried in order (primary first).
     pub origins: Vec<String>,
     /// A parent edge (the region's shield) to fetch from before the origins, so that the edges
@@ -64,6 +66,8 @@ pub struct TlsConfig {
 pub struct Http3Config {
     /// Serve HTTP/3 on `tls_listen`'s UDP port when TLS is on, and advertise it with Alt-Svc.
     pub enabled: bool,
+    /// Most QUIC connections open at once; one more is refused in its handshake.
+    pub max_connections: usize,
     /// Requests open at once on one connection (QUIC bidirectional streams).
     pub max_streams: u32,
     /// Seconds a connection without any traffic is kept.
@@ -80,6 +84,7 @@ impl Default for Http3Config {
     fn default() -> Self {
         Self {
             enabled: true,
+            max_connections: 16_000,
             max_streams: 100,
             idle_timeout: 30.0,
             header_timeout: 10.0,
@@ -152,6 +157,7 @@ impl Default for EdgeConfig {
             max_header_bytes: 16 << 10,
             max_connections: 16_000,
             keepalive_timeout: 30,
+            shutdown_grace: 10,
             origins: vec!["127.0.0.1:8081".to_string()],
             shield: None,
             cache: CacheConfig::default(),
@@ -242,6 +248,7 @@ impl Validate for EdgeConfig {
             10_000_000,
             "connections",
         )?;
+        check_range("shutdown_grace", self.shutdown_grace, 0, 3600, "seconds")?;
         check_range(
             "keepalive_timeout",
             self.keepalive_timeout,
@@ -250,6 +257,13 @@ impl Validate for EdgeConfig {
             "seconds",
         )?;
         let h = &self.http3;
+        check_range(
+            "http3.max_connections",
+            h.max_connections,
+            1,
+            10_000_000,
+            "connections",
+        )?;
         check_range("http3.max_streams", h.max_streams, 1, 10_000, "streams")?;
         check_range("http3.idle_timeout", h.idle_timeout, 1.0, 600.0, "seconds")?;
         check_range(

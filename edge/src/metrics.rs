@@ -41,9 +41,9 @@ pub struct EdgeMetrics {
     pub cache_filling: IntGauge,
     /// Fills that failed (upstream error or too large).
     pub cache_failed_fills: IntGauge,
-    /// Player connections open now.
-    pub connections_open: IntGauge,
-    /// Player connections closed at once because `max_connections` were open, by protocol.
+    /// Player connections open now, by protocol (`tcp`, `h3`).
+    pub connections_open: IntGaugeVec,
+    /// Player connections closed at once because the limit were open, by protocol.
     pub connections_refused: IntCounterVec,
 }
 
@@ -129,14 +129,14 @@ impl EdgeMetrics {
                 "edge_cache_failed_fills",
                 "Upstream fetches that failed or were too large to keep",
             )?,
-            connections_open: IntGauge::new(
-                "edge_connections_open",
-                "Player connections open now",
+            connections_open: IntGaugeVec::new(
+                Opts::new("edge_connections_open", "Player connections open now"),
+                &["protocol"],
             )?,
             connections_refused: IntCounterVec::new(
                 Opts::new(
                     "edge_connections_refused_total",
-                    "Player connections closed at once because max_connections were open",
+                    "Player connections closed at once because the limit were open",
                 ),
                 &["protocol"],
             )?,

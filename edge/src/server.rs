@@ -29,7 +29,7 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
     let conf = ServerConf {
         threads: config.threads,
-        grace_period_seconds: Some(0),
+        grace_period_seconds: Some(config.shutdown_grace),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
@@ -49,8 +49,9 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
     let proxy = Arc::new(pingora::proxy::http_proxy(&server.configuration, edge));
     let limit = ConnectionLimit::new(
         config.max_connections,
-        metrics.connections_open.clone(),
-        metrics.connections_refused.clone(),
+        "tcp",
+        metrics.connections_open.with_label_values(&["tcp"]),
+        metrics.connections_refused.with_label_values(&["tcp"]),
     );
     let app = proxy.clone();
     let mut proxy = Service::new("players".to_string(), Admission::new(proxy, limit.clone()));
@@ -70,6 +71,12 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
     server.add_service(proxy);
     if let (Some(cert), Some(key), true) = (&config.tls.cert, &config.tls.key, config.http3.enabled)
     {
+        let limit = ConnectionLimit::new(
+            config.http3.max_connections,
+            "h3",
+            metrics.connections_open.with_label_values(&["h3"]),
+            metrics.connections_refused.with_label_values(&["h3"]),
+        );
         let h3 = Http3::bind(config, cert, key, app, limit)?;
         server.add_service(background_service("http3", h3));
     }

@@ -1,6 +1,7 @@
 //! A running edge binary in front of a test origin, stopped by PID on drop.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,10 @@ pub struct Edge {
     pub metrics: SocketAddr,
     /// The HTTP client tests use.
     pub client: HttpClient,
+    /// Its TLS address (TCP for HTTP/2 and HTTP/1.1, UDP for HTTP/3), when started with TLS.
+    pub tls: Option<SocketAddr>,
+    /// The self-signed certificate it serves there (the one to trust).
+    pub ca: Option<PathBuf>,
     scratch: Scratch,
 }
 
@@ -25,7 +30,38 @@ impl Edge {
     /// in the file) listening where `--listen` says, with `extra` YAML appended to a config
     /// that sets its metrics port, and waits until it accepts connections.
     pub fn start(origins: &[&str], extra: &str) -> Edge {
+        Edge::launch(Scratch::new("edge"), origins, extra, None)
+    }
+
+    /// Like [`Edge::start`], with TLS on a port free for TCP and UDP (HTTP/2, HTTP/1.1 and
+    /// HTTP/3) with a self-signed certificate for 127.0.0.1 and localhost.
+    pub fn start_tls(origins: &[&str], extra: &str) -> Edge {
         let scratch = Scratch::new("edge");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("a self-signed certificate");
+        let ca = scratch.file("edge.crt", &cert.cert.pem());
+        let key = scratch.file("edge.key", &cert.signing_key.serialize_pem());
+        let port = loop {
+            let port = free_port();
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                break port;
+            }
+        };
+        let tls: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let config = format!(
+            "tls_listen: {tls}\ntls: {{ cert: {}, key: {} }}\n{extra}",
+            ca.display(),
+            key.display()
+        );
+        Edge::launch(scratch, origins, &config, Some((tls, ca)))
+    }
+
+    fn launch(
+        scratch: Scratch,
+        origins: &[&str],
+        extra: &str,
+        tls: Option<(SocketAddr, PathBuf)>,
+    ) -> Edge {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut config = format!("metrics_listen: {metrics}\nlog_level: info\n{extra}");
@@ -58,10 +94,14 @@ impl Edge {
             http,
             metrics,
             client: HttpClient::new(Duration::from_secs(20)),
+            tls: tls.as_ref().map(|(addr, _)| *addr),
+            ca: tls.map(|(_, ca)| ca),
             scratch,
         };
         let log = edge.scratch.0.join("edge.log");
-        wait_listening(&mut edge.child, &[edge.http, edge.metrics], "edge", &log);
+        let mut addrs = vec![edge.http, edge.metrics];
+        addrs.extend(edge.tls);
+        wait_listening(&mut edge.child, &addrs, "edge", &log);
         edge
     }
 
@@ -78,6 +118,26 @@ impl Edge {
                     .ok()
             })
             .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM (a graceful stop) and returns at once.
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether the process is still running.

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod edge;
+pub mod h3;
 
 use corral_loadtest::client::{Fetched, HttpClient};
 use corral_loadtest::playlist::MediaPlaylist;

@@ -20,8 +20,9 @@
 //!
 //! # Bounds
 //!
-//! QUIC connections count against `max_connections` with the TCP ones (a connection over
-//! the limit is refused in the handshake). Each connection has at most `http3.max_streams`
+//! At most `http3.max_connections` QUIC connections are open (one more is refused in its
+//! handshake); they share one UDP socket, so unlike TCP connections they cost no file
+//! descriptors and have a limit of their own. Each connection has at most `http3.max_streams`
 //! requests open, `http3.send_window` bytes in flight, small receive windows (players send
 //! only headers), an idle timeout, and `max_header_bytes` for a request's header block (h3
 //! answers 431 above it). A stream opened and never finished is reset after
@@ -29,8 +30,9 @@
 //!
 //! # Shutdown
 //!
-//! On the server's shutdown every connection sends GOAWAY: requests already open finish
-//! (within the drain period), new ones go elsewhere; then the endpoint closes.
+//! On the server's shutdown (SIGTERM) every connection sends GOAWAY: requests already open
+//! finish (within `shutdown_grace`), new ones go elsewhere; then the endpoint closes its
+//! connections, before the process exits.
 
 pub mod session;
 
@@ -55,8 +57,6 @@ use crate::config::EdgeConfig;
 use crate::proxy::Edge;
 use session::H3Session;
 
-/// How long open requests get to finish after GOAWAY when the edge stops.
-const DRAIN: Duration = Duration::from_secs(5);
 /// Per-stream receive window: a request is a header block (players send no bodies).
 const STREAM_RECEIVE_WINDOW: u32 = 64 << 10;
 /// Per-connection receive window.
@@ -74,6 +74,9 @@ pub struct Http3 {
     limit: Arc<ConnectionLimit>,
     header_timeout: Duration,
     max_header_bytes: u64,
+    /// How long open requests get to finish after GOAWAY when the edge stops: the edge's
+    /// grace period less a second to close the connections before the process exits.
+    drain: Duration,
 }
 
 impl Http3 {
@@ -115,6 +118,7 @@ impl Http3 {
             limit,
             header_timeout: Duration::from_secs_f64(h3.header_timeout),
             max_header_bytes: config.max_header_bytes as u64,
+            drain: Duration::from_secs(config.shutdown_grace.saturating_sub(1)),
         })
     }
 
@@ -171,7 +175,7 @@ impl BackgroundService for Http3 {
                 _ = shutdown.changed() => break,
             };
             let Some(incoming) = incoming else { break };
-            let Some(admitted) = self.limit.admit("h3") else {
+            let Some(admitted) = self.limit.admit() else {
                 incoming.refuse();
                 continue;
             };
@@ -191,7 +195,7 @@ impl BackgroundService for Http3 {
         }
         // GOAWAY has gone out on every connection (each watches `shutdown`); give their open
         // requests the drain period, then close what is left.
-        let drained = tokio::time::timeout(DRAIN, async {
+        let drained = tokio::time::timeout(self.drain, async {
             while connections.join_next().await.is_some() {}
         })
         .await;
