@@ -13,7 +13,7 @@ tls=target/dev-tls
 if [ ! -s "$tls/edge.crt" ] || [ ! -s "$tls/edge.key" ]; then
     mkdir -p "$tls"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
-        -subj "/CN=corral local edge" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        -subj "/CN=corral local edge" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -addext "basicConstraints=critical,CA:FALSE" \
         -keyout "$tls/edge.key" -out "$tls/edge.crt" 2>/dev/null
 fi
 "$bin" --config "$config" --check >/dev/null
@@ -25,7 +25,7 @@ cat <<MSG
 
   LL-HLS stream    http://127.0.0.1:8080/live/demo/master.m3u8   (through the edge; built-in test source)
   media playlist   http://127.0.0.1:8080/live/demo/720p/index.m3u8
-  over TLS (h2)    https://127.0.0.1:8443/live/demo/master.m3u8  (self-signed: curl --cacert target/dev-tls/edge.crt)
+  over TLS         https://127.0.0.1:8443/live/demo/master.m3u8  (HTTP/2, HTTP/1.1 and HTTP/3; self-signed: curl --cacert target/dev-tls/edge.crt)
   the origin       http://127.0.0.1:8081/live/demo/master.m3u8   (what the edge caches)
   your broadcast   http://127.0.0.1:8080/live/studio/master.m3u8 once you publish:
     OBS            server rtmp://127.0.0.1:1935/live, stream key studio-key

@@ -37,11 +37,12 @@ impl Default for LoadtestConfig {
 impl Validate for LoadtestConfig {
     fn validate(&self) -> Result<(), Invalid> {
         match self.url.parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {}
             _ => {
                 return Err(Invalid::new(
                     "url",
-                    "an http:// URL of a media playlist",
+                    "an http:// or https:// URL of a media playlist",
                     &self.url,
                 ));
             }

@@ -3,12 +3,14 @@
 //! [`viewer`] is an LL-HLS client that behaves like a low-latency player (blocking reloads,
 //! preload-hinted parts) and measures what its viewer would feel; [`report`] turns the
 //! measurements of many viewers into quantiles; [`herd`] sends many players at one new object
-//! at once and measures what reached the origin and how long the waiters waited; [`playlist`] reads media playlists with an
+//! at once and measures what reached the origin and how long the waiters waited; [`hits`]
+//! measures cache-hit throughput and server CPU per request over HTTP/1.1, HTTP/2 and HTTP/3; [`playlist`] reads media playlists with an
 //! independent parser (`quick-m3u8`), so the origin's writer is never checked against itself.
 
 pub mod client;
 pub mod config;
 pub mod herd;
+pub mod hits;
 pub mod playlist;
 pub mod report;
 pub mod viewer;

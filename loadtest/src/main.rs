@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use corral_loadtest::config::LoadtestConfig;
 use corral_loadtest::herd::{self, HerdPlan};
+use corral_loadtest::hits::{self, HitsPlan, Protocol};
 use corral_loadtest::report::Recorder;
 use corral_loadtest::viewer::{ViewerPlan, watch};
 use parking_lot::Mutex;
@@ -36,6 +37,22 @@ struct Args {
     /// With `--herd`: the origin's metrics URL, to count the requests that reached it.
     #[arg(long, value_name = "URL")]
     origin_metrics: Option<String>,
+    /// Instead of watching, measure cache-hit throughput: GET `--url` (a cached object) over
+    /// and over with this protocol for `--duration` seconds.
+    #[arg(long, value_name = "PROTOCOL")]
+    hits: Option<Protocol>,
+    /// With `--hits`: client connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// With `--hits`: requests in flight on each connection (HTTP/2 and HTTP/3).
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// With `--hits`: the PEM certificate to trust (TLS and QUIC).
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// With `--hits`: the server's PID, to report its CPU time per request.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +101,20 @@ fn main() -> ExitCode {
             };
             let results = herd::run(&plan).await?;
             println!("{}", serde_json::to_string_pretty(&results)?);
+            return Ok(());
+        }
+        if let Some(protocol) = args.hits {
+            let plan = HitsPlan {
+                url: config.url.parse()?,
+                protocol,
+                connections: args.connections,
+                streams: args.streams,
+                duration: Duration::from_secs_f64(config.duration),
+                ca: args.ca.clone(),
+                server_pid: args.server_pid,
+            };
+            let report = hits::run(&plan).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(());
         }
         let plan = ViewerPlan {
