@@ -5,8 +5,9 @@
 #   FUZZ_SECONDS=30 scripts/fuzz.sh    # 30 s per target
 #   FUZZ_SANITIZER=none scripts/fuzz.sh
 #
-# Targets: fmp4_reader (transcoder/fuzz), request_parse, playlist_writer, srt_streamid and
-# rtmp_session (origin/fuzz).
+# Targets: fmp4_reader (transcoder/fuzz), request_parse, playlist_writer, srt_streamid,
+# rtmp_session and mpegts_monitor (origin/fuzz), edge_request and signed_url (edge/fuzz),
+# chat_frame (chat-relay/fuzz).
 # Each runs on the gitignored corpus directory <crate>/fuzz/corpus/<target>, which keeps what
 # earlier runs found and is seeded on every run (fmp4_reader from the ffmpeg fixtures in
 # transcoder/tests/fixtures). Crashing inputs land in <crate>/fuzz/artifacts/<target>/; reproduce
@@ -71,6 +72,13 @@ seed_edge_request() {
 seed_signed_url() {
     printf '\0\0\0\0\0\0\0\0/live/demo/master.m3u8?exp=1796212345&sig=5c1f00' >"$1/seed-0"
     printf '\0\0\0\0\0\0\0\0#EXTM3U\n#EXT-X-MAP:URI="init-5.mp4"\n5.m4s\n' >"$1/seed-1"
+}
+
+# Chat frames: one of each op, with emotes.
+seed_chat_frame() {
+    printf '%s' '{"op":"send","text":"hi :Kappa: :GG::GG:","nonce":"n1"}' >"$1/seed-0"
+    printf '%s' '{"op":"react","emoji":"x"}' >"$1/seed-1"
+    printf '%s' '{"op":"seen","offset":12}' >"$1/seed-2"
 }
 
 # The playlist writer's input is a script of log operations: it starts from an empty corpus.
@@ -247,6 +255,7 @@ run_target origin rtmp_session -max_len=16384
 run_target origin mpegts_monitor -max_len=65536
 run_target edge edge_request -max_len=4096
 run_target edge signed_url -max_len=4096
+run_target chat-relay chat_frame -max_len=4096
 
 echo
 if ((${#broken[@]} > 0)); then

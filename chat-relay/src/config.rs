@@ -1,6 +1,7 @@
-//! The chat relay's config file (`conf/chat-relay.yaml`).
+//! The chat relay's config file (`conf/chat-relay.yaml`). Every key has a default that runs.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use yaml_config::{Invalid, Validate, check_range};
@@ -17,8 +18,36 @@ pub struct ChatRelayConfig {
     pub metrics_listen: SocketAddr,
     /// Redis URL for several relay nodes; unset runs a single node.
     pub redis_url: Option<String>,
-    /// Longest chat message accepted, in bytes.
-    pub max_message_bytes: usize,
+    /// The SQLite file that keeps messages and bans (created when missing).
+    pub database: PathBuf,
+    /// HS256 secret that viewers' tokens are signed with.
+    pub jwt_secret: String,
+    /// The bearer token of moderation calls.
+    pub admin_token: String,
+    /// Longest message, in characters.
+    pub max_message_chars: usize,
+    /// Largest WebSocket frame accepted from a client, in bytes; a larger one closes the
+    /// connection (1009).
+    pub max_frame_bytes: usize,
+    /// Messages a user may send in a burst, and per `rate_period` after it.
+    pub rate_burst: u32,
+    /// Seconds over which `rate_burst` messages are allowed.
+    pub rate_period: f64,
+    /// Frames queued for one connection; a reader slower than that is dropped (close 4008,
+    /// "resync"), never allowed to grow memory.
+    pub send_queue: usize,
+    /// Seconds between pings; a connection that has not answered by the next one is closed.
+    pub ping_interval: f64,
+    /// Milliseconds over which reactions are counted into one frame.
+    pub reaction_window_ms: u64,
+    /// Seconds between viewer counts.
+    pub viewers_interval: f64,
+    /// Most messages one history page returns.
+    pub history_page: usize,
+    /// Tasks a room's fan-out is spread over.
+    pub fanout_shards: usize,
+    /// The global emotes: `:name:` in a message is marked as emote `name`.
+    pub emotes: Vec<String>,
 }
 
 impl Default for ChatRelayConfig {
@@ -28,7 +57,22 @@ impl Default for ChatRelayConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9103)),
             redis_url: None,
-            max_message_bytes: 500,
+            database: PathBuf::from("chat-relay.sqlite"),
+            jwt_secret: "dev-chat-secret".to_string(),
+            admin_token: "dev-admin-token".to_string(),
+            max_message_chars: 500,
+            max_frame_bytes: 8192,
+            rate_burst: 20,
+            rate_period: 30.0,
+            send_queue: 256,
+            ping_interval: 20.0,
+            reaction_window_ms: 500,
+            viewers_interval: 30.0,
+            history_page: 100,
+            fanout_shards: 16,
+            emotes: ["Kappa", "PogChamp", "LUL", "GG", "HeyGuys"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -40,13 +84,65 @@ impl Validate for ChatRelayConfig {
         {
             return Err(Invalid::new("redis_url", "a redis:// URL", url));
         }
+        if self.jwt_secret.len() < 8 {
+            return Err(Invalid::new(
+                "jwt_secret",
+                "a secret of at least 8 bytes",
+                "a shorter one",
+            ));
+        }
+        if self.admin_token.len() < 8 {
+            return Err(Invalid::new(
+                "admin_token",
+                "a token of at least 8 bytes",
+                "a shorter one",
+            ));
+        }
         check_range(
-            "max_message_bytes",
-            self.max_message_bytes,
+            "max_message_chars",
+            self.max_message_chars,
             1,
-            65_536,
+            10_000,
+            "characters",
+        )?;
+        check_range(
+            "max_frame_bytes",
+            self.max_frame_bytes,
+            256,
+            1 << 20,
             "bytes",
         )?;
+        check_range("rate_burst", self.rate_burst, 1, 10_000, "messages")?;
+        check_range("rate_period", self.rate_period, 0.1, 3600.0, "seconds")?;
+        check_range("send_queue", self.send_queue, 1, 100_000, "frames")?;
+        check_range("ping_interval", self.ping_interval, 0.1, 600.0, "seconds")?;
+        check_range(
+            "reaction_window_ms",
+            self.reaction_window_ms,
+            10,
+            60_000,
+            "milliseconds",
+        )?;
+        check_range(
+            "viewers_interval",
+            self.viewers_interval,
+            0.1,
+            3600.0,
+            "seconds",
+        )?;
+        check_range("history_page", self.history_page, 1, 1000, "messages")?;
+        check_range("fanout_shards", self.fanout_shards, 1, 1024, "tasks")?;
+        if let Some(bad) = self
+            .emotes
+            .iter()
+            .find(|e| e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(Invalid::new(
+                "emotes",
+                "names of letters, digits and _",
+                bad,
+            ));
+        }
         Ok(())
     }
 }
@@ -58,12 +154,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_shipped_config_is_valid_and_redis_urls_are_checked() {
+    fn the_shipped_config_shows_the_defaults_and_redis_urls_are_checked() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/chat-relay.yaml");
-        yaml_config::load::<ChatRelayConfig>(&path).unwrap_or_else(|e| panic!("{e}"));
+        let shipped = yaml_config::load::<ChatRelayConfig>(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shipped, ChatRelayConfig::default());
         let err =
             yaml_config::from_str::<ChatRelayConfig>(Path::new("c.yaml"), "redis_url: http://x\n")
                 .expect_err("bad");
         assert_eq!(err.key.as_deref(), Some("redis_url"));
+        let err =
+            yaml_config::from_str::<ChatRelayConfig>(Path::new("c.yaml"), "emotes: [\"a b\"]\n")
+                .expect_err("bad");
+        assert_eq!(err.key.as_deref(), Some("emotes"));
     }
 }

@@ -1,6 +1,21 @@
-//! The chat relay: WebSocket rooms per stream beside the video.
+//! The chat relay: live chat rooms per stream beside the video, over WebSocket, with REST
+//! for history and moderation.
 //!
-//! This release holds the relay's typed configuration only; the relay itself is not built yet,
-//! and the binary says so instead of pretending to serve.
+//! [`server`] routes HTTP and WebSocket; [`room`] fans each room's frames out over sharded
+//! tasks with bounded per-connection queues; [`store`] keeps messages and bans in SQLite;
+//! [`auth`] reads viewers' JWTs and the admin token; [`protocol`] is the JSON frames;
+//! [`emotes`] finds `:name:` emotes; [`config`] is the YAML file; [`metrics`] what it counts.
 
+#[cfg(feature = "relay")]
+pub mod auth;
 pub mod config;
+pub mod emotes;
+#[cfg(feature = "relay")]
+pub mod metrics;
+pub mod protocol;
+#[cfg(feature = "relay")]
+pub mod room;
+#[cfg(feature = "relay")]
+pub mod server;
+#[cfg(feature = "relay")]
+pub mod store;

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use corral_chat_relay::config::ChatRelayConfig;
+use corral_chat_relay::metrics::ChatMetrics;
+use corral_chat_relay::server::{self, AppState};
+use corral_chat_relay::store::Store;
 
-/// Live chat rooms per stream over WebSocket.
+/// Live chat rooms per stream over WebSocket, with REST for history and moderation.
 #[derive(Debug, Parser)]
 #[command(name = "chat-relay", version)]
 struct Args {
@@ -31,8 +34,58 @@ fn main() -> ExitCode {
         println!("chat-relay: config ok: listen {}", config.listen);
         return ExitCode::SUCCESS;
     }
-    eprintln!(
-        "chat-relay: this build holds the relay's configuration only; the relay is not part of it yet"
-    );
-    ExitCode::FAILURE
+    if config.redis_url.is_some() {
+        eprintln!(
+            "chat-relay: redis_url: several nodes on Redis are not in this build yet; unset it to run one node"
+        );
+        return ExitCode::from(2);
+    }
+    corral_telemetry::init_logging(&config.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chat-relay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let registry = corral_telemetry::new_registry();
+        let metrics = ChatMetrics::register(&registry)?;
+        let store = Store::open(&config.database)
+            .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database.display()))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics_task =
+            corral_telemetry::serve_metrics(config.metrics_listen, registry, stop_rx).await?;
+        let listen = config.listen;
+        let state = AppState::new(config, store, metrics);
+        server::serve(listen, state, async {
+            wait_for_signal().await;
+            tracing::info!("stopping");
+        })
+        .await?;
+        let _ = stop_tx.send(true);
+        let _ = metrics_task.await;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

@@ -1,0 +1,277 @@
+//! Rooms and their fan-out. A room's connections are spread over `fanout_shards` tasks; a
+//! frame is serialized once and handed to every shard, which copies a pointer to it into each
+//! of its connections' bounded queues. A connection whose queue is full is a reader that cannot
+//! keep up: it is dropped (told to resync) instead of being allowed to grow memory, and nobody
+//! else waits for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+use crate::metrics::ChatMetrics;
+use crate::protocol::ServerFrame;
+
+/// Frames a shard may have waiting.
+const SHARD_QUEUE: usize = 1024;
+
+/// One connection as its room's shard sees it.
+pub struct Member {
+    id: u64,
+    user: Option<String>,
+    tx: mpsc::Sender<Arc<str>>,
+    kicked: Arc<Notify>,
+}
+
+enum ShardCmd {
+    Join(Member),
+    Leave(u64),
+    Frame(Arc<str>),
+    ToUser(String, Arc<str>),
+}
+
+/// What a room needs to know.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    /// Fan-out tasks per room.
+    pub shards: usize,
+    /// Frames queued per connection.
+    pub send_queue: usize,
+    /// Reaction counting window.
+    pub reaction_window: Duration,
+    /// Viewer count interval.
+    pub viewers_interval: Duration,
+}
+
+/// One chat room (one per stream).
+pub struct Room {
+    name: String,
+    shards: Vec<mpsc::Sender<ShardCmd>>,
+    viewers: AtomicU64,
+    reactions: Mutex<BTreeMap<String, u64>>,
+    /// Held while a message is stored and published, so the room's frames keep offset order.
+    pub order: tokio::sync::Mutex<()>,
+    settings: RoomSettings,
+}
+
+/// A connection's membership; leaving the room when dropped.
+pub struct Membership {
+    room: Arc<Room>,
+    id: u64,
+    /// The frames for this connection.
+    pub rx: mpsc::Receiver<Arc<str>>,
+    /// Notified when the connection is dropped for reading too slowly.
+    pub kicked: Arc<Notify>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.room.viewers.fetch_sub(1, Ordering::Relaxed);
+        let shard = &self.room.shards[self.id as usize % self.room.shards.len()];
+        let _ = shard.try_send(ShardCmd::Leave(self.id));
+    }
+}
+
+impl Membership {
+    /// The room.
+    pub fn room(&self) -> &Arc<Room> {
+        &self.room
+    }
+}
+
+impl Room {
+    fn new(name: &str, settings: RoomSettings, metrics: ChatMetrics) -> Arc<Room> {
+        let shards = (0..settings.shards)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                tokio::spawn(shard(rx, metrics.clone()));
+                tx
+            })
+            .collect();
+        Arc::new(Room {
+            name: name.to_string(),
+            shards,
+            viewers: AtomicU64::new(0),
+            reactions: Mutex::new(BTreeMap::new()),
+            order: tokio::sync::Mutex::new(()),
+            settings,
+        })
+    }
+
+    /// Its name (the stream's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connections in the room now.
+    pub fn viewers(&self) -> u64 {
+        self.viewers.load(Ordering::Relaxed)
+    }
+
+    /// Sends `frame` to every connection in the room.
+    pub async fn publish(&self, frame: &ServerFrame<'_>) {
+        let text: Arc<str> = frame.text().into();
+        for shard in &self.shards {
+            let _ = shard.send(ShardCmd::Frame(text.clone())).await;
+        }
+    }
+
+    /// Sends `frame` to the connections of `user_id` in the room.
+    pub async fn to_user(&self, user_id: &str, frame: &ServerFrame<'_>) {
+        let text: Arc<str> = frame.text().into();
+        for shard in &self.shards {
+            let _ = shard
+                .send(ShardCmd::ToUser(user_id.to_string(), text.clone()))
+                .await;
+        }
+    }
+
+    /// Counts a reaction into the current window.
+    pub fn react(&self, emoji: &str) {
+        let mut counts = self.reactions.lock();
+        // Bounded: at most 64 distinct emoji per window.
+        if counts.len() < 64 || counts.contains_key(emoji) {
+            *counts.entry(emoji.to_string()).or_default() += 1;
+        }
+    }
+}
+
+async fn shard(mut rx: mpsc::Receiver<ShardCmd>, metrics: ChatMetrics) {
+    let mut members: HashMap<u64, Member> = HashMap::new();
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            ShardCmd::Join(m) => {
+                members.insert(m.id, m);
+            }
+            ShardCmd::Leave(id) => {
+                members.remove(&id);
+            }
+            ShardCmd::Frame(text) => deliver(&mut members, &text, None, &metrics),
+            ShardCmd::ToUser(user, text) => deliver(&mut members, &text, Some(&user), &metrics),
+        }
+    }
+}
+
+fn deliver(
+    members: &mut HashMap<u64, Member>,
+    text: &Arc<str>,
+    user: Option<&str>,
+    metrics: &ChatMetrics,
+) {
+    members.retain(|_, m| {
+        if user.is_some() && m.user.as_deref() != user {
+            return true;
+        }
+        match m.tx.try_send(text.clone()) {
+            Ok(()) => {
+                metrics.deliveries.inc();
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics.slow_readers.inc();
+                m.kicked.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    });
+}
+
+/// Every room of this node.
+pub struct Hub {
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    next_id: AtomicU64,
+    settings: RoomSettings,
+    metrics: ChatMetrics,
+}
+
+impl Hub {
+    /// A hub whose rooms use `settings`.
+    pub fn new(settings: RoomSettings, metrics: ChatMetrics) -> Arc<Hub> {
+        Arc::new(Hub {
+            rooms: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            settings,
+            metrics,
+        })
+    }
+
+    /// The room `name`, created (with its timers) when missing.
+    pub fn room(self: &Arc<Self>, name: &str) -> Arc<Room> {
+        let mut rooms = self.rooms.lock();
+        if let Some(r) = rooms.get(name) {
+            return r.clone();
+        }
+        let room = Room::new(name, self.settings.clone(), self.metrics.clone());
+        rooms.insert(name.to_string(), room.clone());
+        self.metrics.rooms.set(rooms.len() as i64);
+        tokio::spawn(timers(self.clone(), room.clone()));
+        room
+    }
+
+    /// Joins connection of `user` to room `name`.
+    pub fn join(self: &Arc<Self>, name: &str, user: Option<String>) -> Membership {
+        let room = self.room(name);
+        room.viewers.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.settings.send_queue);
+        let kicked = Arc::new(Notify::new());
+        let member = Member {
+            id,
+            user,
+            tx,
+            kicked: kicked.clone(),
+        };
+        let shard = &room.shards[id as usize % room.shards.len()];
+        if shard.try_send(ShardCmd::Join(member)).is_err() {
+            kicked.notify_one();
+        }
+        Membership {
+            room,
+            id,
+            rx,
+            kicked,
+        }
+    }
+
+    /// Forgets `room` if nobody is in it; whether it did.
+    fn retire(&self, room: &Arc<Room>) -> bool {
+        let mut rooms = self.rooms.lock();
+        if room.viewers() > 0 || Arc::strong_count(room) > 2 {
+            return false;
+        }
+        rooms.remove(room.name());
+        self.metrics.rooms.set(rooms.len() as i64);
+        true
+    }
+}
+
+/// A room's reactions window and viewer count; ends when the room is retired.
+async fn timers(hub: Arc<Hub>, room: Arc<Room>) {
+    let window = room.settings.reaction_window;
+    let mut reactions = tokio::time::interval(window);
+    let mut viewers = tokio::time::interval(room.settings.viewers_interval);
+    reactions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    viewers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    viewers.tick().await;
+    loop {
+        tokio::select! {
+            _ = reactions.tick() => {
+                let counts = std::mem::take(&mut *room.reactions.lock());
+                if !counts.is_empty() {
+                    let frame = ServerFrame::Reactions { counts: &counts, window_ms: window.as_millis() as u64 };
+                    room.publish(&frame).await;
+                }
+            }
+            _ = viewers.tick() => {
+                if room.viewers() == 0 && hub.retire(&room) {
+                    return;
+                }
+                room.publish(&ServerFrame::Viewers { count: room.viewers() }).await;
+            }
+        }
+    }
+}
