@@ -49,8 +49,13 @@ fn metrics() -> TranscoderMetrics {
     TranscoderMetrics::register(&prometheus::Registry::new()).expect("fresh registry")
 }
 
+/// The tests take turns: one kills its ffmpeg child by command line (`pkill -f`), which must
+/// not find another test's.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ladder_comes_out_as_aligned_cmaf_renditions() {
+    let _serial = SERIAL.lock().await;
     let (tx, mut rx) = mpsc::channel(1024);
     let stop = CancellationToken::new();
     let supervisor = Supervisor::new(small_job(Some(3.5), true), metrics(), tx, stop.clone());
@@ -149,6 +154,7 @@ async fn the_ladder_comes_out_as_aligned_cmaf_renditions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_child_is_restarted_with_back_off() {
+    let _serial = SERIAL.lock().await;
     let (tx, mut rx) = mpsc::channel(1024);
     let stop = CancellationToken::new();
     let m = metrics();
@@ -193,6 +199,7 @@ async fn a_killed_child_is_restarted_with_back_off() {
 
 #[tokio::test]
 async fn an_unusable_encoder_is_reported_in_one_line_at_start() {
+    let _serial = SERIAL.lock().await;
     let config = TranscoderConfig {
         encoder: Encoder::Nvenc,
         ..TranscoderConfig::default()
