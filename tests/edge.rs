@@ -5,28 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_e2e::edge::Edge;
-use corral_e2e::{Origin, SERIAL, TEST_LADDER, metric_sum};
+use corral_e2e::edge::{Edge, PLAYLIST, live_playlist, origin_config, origin_requests};
+use corral_e2e::{Origin, SERIAL, metric_sum};
 use corral_loadtest::client::Fetched;
 use corral_loadtest::playlist::MediaPlaylist;
 use tokio::task::JoinSet;
 
-const PLAYLIST: &str = "/live/demo/360p/index.m3u8";
 const HERD: usize = 1000;
-
-fn origin_config() -> String {
-    format!(
-        "{TEST_LADDER}\nstreams:\n  - name: demo\n    source: testsrc\n    testsrc: {{ width: 640, height: 360 }}\n"
-    )
-}
-
-/// Requests of `kind` the origin has answered, any status.
-async fn origin_requests(origin: &Origin, kind: &str) -> f64 {
-    metric_sum(
-        &origin.metrics_text().await,
-        &format!("corral_origin_http_requests_total{{kind=\"{kind}\""),
-    )
-}
 
 /// `HERD` concurrent GETs through the edge, the i-th for `paths[i % paths.len()]`; the answers
 /// in the same order.
@@ -45,26 +30,6 @@ async fn herd(edge: &Arc<Edge>, paths: &[String]) -> Vec<Fetched> {
     out.into_iter()
         .map(|f| f.expect("every viewer answered"))
         .collect()
-}
-
-/// The media playlist through the edge, once the stream is live there.
-async fn live_playlist(edge: &Edge) -> MediaPlaylist {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = edge.get(PLAYLIST).await;
-        if r.status == 200
-            && let Ok(p) = MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
-            && p.preload_hint.is_some()
-        {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream never went live through the edge\n{}",
-            edge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

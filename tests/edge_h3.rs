@@ -7,45 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use corral_e2e::edge::Edge;
+use corral_e2e::edge::{Edge, PLAYLIST, live_playlist, origin_config, origin_requests};
 use corral_e2e::h3::{self, H3Herd, H3Response};
-use corral_e2e::{Origin, SERIAL, TEST_LADDER, metric_sum};
+use corral_e2e::{Origin, SERIAL, metric_sum};
 use corral_loadtest::playlist::MediaPlaylist;
-
-const PLAYLIST: &str = "/live/demo/360p/index.m3u8";
-
-fn origin_config() -> String {
-    format!(
-        "{TEST_LADDER}\nstreams:\n  - name: demo\n    source: testsrc\n    testsrc: {{ width: 640, height: 360 }}\n"
-    )
-}
-
-async fn origin_requests(origin: &Origin, kind: &str) -> f64 {
-    metric_sum(
-        &origin.metrics_text().await,
-        &format!("corral_origin_http_requests_total{{kind=\"{kind}\""),
-    )
-}
-
-/// The media playlist through the edge (HTTP/1.1), once the stream is live there.
-async fn live_playlist(edge: &Edge) -> MediaPlaylist {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = edge.get(PLAYLIST).await;
-        if r.status == 200
-            && let Ok(p) = MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
-            && p.preload_hint.is_some()
-        {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream never went live through the edge\n{}",
-            edge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// The blocking playlist and the part for `playlist`'s preload hint.
 fn next_objects(playlist: &MediaPlaylist) -> (String, String) {

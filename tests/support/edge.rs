@@ -128,16 +128,7 @@ impl Edge {
 
     /// Waits up to `limit` for the process to exit; its status, if it did.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_exit(&mut self.child, limit)
     }
 
     /// Whether the process is still running.
@@ -188,5 +179,46 @@ impl Drop for Edge {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.wait();
+    }
+}
+
+/// The media playlist the edge tests watch.
+pub const PLAYLIST: &str = "/live/demo/360p/index.m3u8";
+
+/// An origin config with the test ladder and the `demo` test source at 640x360.
+pub fn origin_config() -> String {
+    format!(
+        "{}\nstreams:\n  - name: demo\n    source: testsrc\n    testsrc: {{ width: 640, height: 360 }}\n",
+        crate::TEST_LADDER
+    )
+}
+
+/// Requests of `kind` the origin has answered, any status.
+pub async fn origin_requests(origin: &crate::Origin, kind: &str) -> f64 {
+    crate::metric_sum(
+        &origin.metrics_text().await,
+        &format!("corral_origin_http_requests_total{{kind=\"{kind}\""),
+    )
+}
+
+/// [`PLAYLIST`] through the edge (HTTP/1.1), once the stream is live there.
+pub async fn live_playlist(edge: &Edge) -> corral_loadtest::playlist::MediaPlaylist {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = edge.get(PLAYLIST).await;
+        if r.status == 200
+            && let Ok(p) = corral_loadtest::playlist::MediaPlaylist::parse(
+                std::str::from_utf8(&r.body).expect("utf-8"),
+            )
+            && p.preload_hint.is_some()
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream never went live through the edge\n{}",
+            edge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

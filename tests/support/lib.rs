@@ -110,16 +110,7 @@ impl Publisher {
 
     /// Waits up to `limit` for the publisher to exit; returns its exit status if it did.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, limit)
     }
 
     /// Kills it at once (SIGKILL), as a crashed encoder or a pulled cable would end it.
@@ -145,6 +136,20 @@ pub fn metric(text: &str, sample: &str) -> f64 {
 }
 
 pub use corral_loadtest::metric_sum;
+
+/// Waits up to `limit` for `child` to exit; its exit status, if it did.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// Waits (up to 20 s) until every address in `addrs` accepts connections, failing the test
 /// with the log at `log` if `child` exits first or the time runs out.
