@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build, run and test Corral, with apt-get
 # (directly as root, through sudo otherwise). Does nothing when everything is present. With
-# --test, also what the test clients need (python3-venv, nodejs, npm, chromium).
+# --test, also what the tests need (python3-venv, nodejs, npm, chromium, redis-server).
 set -euo pipefail
 
 need=()
@@ -20,6 +20,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v node >/dev/null 2>&1 || need+=(nodejs)
     command -v npm >/dev/null 2>&1 || need+=(npm)
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    # The multi-node chat test runs two relays on one real Redis server.
+    command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 fi
 [ -d /etc/ssl/certs ] || need+=(ca-certificates)
 [ -f /usr/include/srt/srt.h ] || need+=(libsrt-gnutls-dev)

@@ -1,5 +1,6 @@
 //! The chat relay's config file (`conf/chat-relay.yaml`). Every key has a default that runs.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -48,6 +49,28 @@ pub struct ChatRelayConfig {
     pub fanout_shards: usize,
     /// The global emotes: `:name:` in a message is marked as emote `name`.
     pub emotes: Vec<String>,
+    /// Messages a reconnecting client (`?since=<offset>`) is sent from history; one that
+    /// missed more is sent `recovered: false` and the newest page.
+    pub recovery_max: usize,
+    /// With Redis: messages kept in each room's stream (about; trimmed in whole nodes). Older
+    /// ones leave history and recovery.
+    pub history_max: usize,
+    /// With Redis: seconds between this node's viewer counts; a node silent for three of
+    /// them no longer counts.
+    pub presence_interval: f64,
+    /// The channels (one per stream, same name) and what `GET /v1/channels/{name}` shows until
+    /// a moderator sets it with `PUT`.
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+/// A channel as the config describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelConfig {
+    /// What the channel is about.
+    pub description: String,
+    /// The live stream's title.
+    pub title: Option<String>,
 }
 
 impl Default for ChatRelayConfig {
@@ -73,6 +96,16 @@ impl Default for ChatRelayConfig {
             emotes: ["Kappa", "PogChamp", "LUL", "GG", "HeyGuys"]
                 .map(String::from)
                 .to_vec(),
+            recovery_max: 200,
+            history_max: 1000,
+            presence_interval: 5.0,
+            channels: BTreeMap::from([(
+                "demo".to_string(),
+                ChannelConfig {
+                    description: "The built-in test stream".to_string(),
+                    title: Some("Corral demo".to_string()),
+                },
+            )]),
         }
     }
 }
@@ -132,6 +165,22 @@ impl Validate for ChatRelayConfig {
         )?;
         check_range("history_page", self.history_page, 1, 1000, "messages")?;
         check_range("fanout_shards", self.fanout_shards, 1, 1024, "tasks")?;
+        check_range("recovery_max", self.recovery_max, 1, 10_000, "messages")?;
+        check_range("history_max", self.history_max, 10, 1_000_000, "messages")?;
+        check_range(
+            "presence_interval",
+            self.presence_interval,
+            0.1,
+            600.0,
+            "seconds",
+        )?;
+        if let Some(bad) = self.channels.keys().find(|c| !crate::valid_name(c)) {
+            return Err(Invalid::new(
+                "channels",
+                "names of letters, digits, _ and -, at most 64",
+                bad,
+            ));
+        }
         if let Some(bad) = self
             .emotes
             .iter()

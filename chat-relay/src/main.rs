@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use corral_chat_relay::backend::Backend;
 use corral_chat_relay::config::ChatRelayConfig;
 use corral_chat_relay::metrics::ChatMetrics;
+use corral_chat_relay::redis_bus::RedisBus;
+use corral_chat_relay::room::Hub;
 use corral_chat_relay::server::{self, AppState};
 use corral_chat_relay::store::Store;
 
@@ -34,12 +37,6 @@ fn main() -> ExitCode {
         println!("chat-relay: config ok: listen {}", config.listen);
         return ExitCode::SUCCESS;
     }
-    if config.redis_url.is_some() {
-        eprintln!(
-            "chat-relay: redis_url: several nodes on Redis are not in this build yet; unset it to run one node"
-        );
-        return ExitCode::from(2);
-    }
     corral_telemetry::init_logging(&config.log_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -51,13 +48,34 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = runtime.block_on(async {
         let registry = corral_telemetry::new_registry();
         let metrics = ChatMetrics::register(&registry)?;
-        let store = Store::open(&config.database)
-            .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database.display()))?;
+        let settings = server::room_settings(&config);
+        let backend = match &config.redis_url {
+            None => {
+                let store = Store::open(&config.database)
+                    .map_err(|e| anyhow::anyhow!("database {}: {e}", config.database.display()))?;
+                Backend::embedded(Hub::new(settings, metrics.clone(), None), store)
+            }
+            Some(url) => {
+                let bus = RedisBus::connect(
+                    url,
+                    config.history_max,
+                    std::time::Duration::from_secs_f64(config.presence_interval),
+                    metrics.clone(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("redis_url {url}: {e:#}"))?;
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let hub = Hub::new(settings, metrics.clone(), Some(tx));
+                tokio::spawn(bus.clone().run(hub.clone(), rx));
+                tracing::info!(%url, "rooms shared through redis");
+                Backend::redis(hub, bus)
+            }
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics_task =
             corral_telemetry::serve_metrics(config.metrics_listen, registry, stop_rx).await?;
         let listen = config.listen;
-        let state = AppState::new(config, store, metrics);
+        let state = AppState::new(config, backend, metrics);
         server::serve(listen, state, async {
             wait_for_signal().await;
             tracing::info!("stopping");

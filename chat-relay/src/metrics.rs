@@ -19,6 +19,12 @@ pub struct ChatMetrics {
     pub refused: IntCounterVec,
     /// Time to store a message and hand it to the room's fan-out.
     pub publish_seconds: Histogram,
+    /// Reconnects clients made with `?since=`, by whether everything missed was recovered.
+    pub recoveries: IntCounterVec,
+    /// Times the Redis pub/sub connection was lost and made again.
+    pub bus_reconnects: IntCounter,
+    /// Messages read back from a room's Redis stream because pub/sub missed them.
+    pub gap_fills: IntCounter,
 }
 
 impl ChatMetrics {
@@ -43,7 +49,25 @@ impl ChatMetrics {
                         0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5,
                     ]),
             )?,
+            recoveries: IntCounterVec::new(
+                Opts::new(
+                    "chat_recoveries_total",
+                    "Reconnects with an offset, by whether all was recovered",
+                ),
+                &["recovered"],
+            )?,
+            bus_reconnects: IntCounter::new(
+                "chat_bus_reconnects_total",
+                "Redis pub/sub connections lost and made again",
+            )?,
+            gap_fills: IntCounter::new(
+                "chat_gap_fills_total",
+                "Messages read back from Redis streams because pub/sub missed them",
+            )?,
         };
+        registry.register(Box::new(m.recoveries.clone()))?;
+        registry.register(Box::new(m.bus_reconnects.clone()))?;
+        registry.register(Box::new(m.gap_fills.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.rooms.clone()))?;
         registry.register(Box::new(m.messages.clone()))?;

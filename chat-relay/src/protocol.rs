@@ -54,6 +54,39 @@ pub struct Message {
     pub sent_at: u64,
 }
 
+/// A room's modes, as `PUT /v1/rooms/{stream}/modes` sets them and `room` frames show them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modes {
+    /// Seconds a user waits between two messages; 0 is off.
+    #[serde(default)]
+    pub slow_mode: u32,
+    /// Only users who have followed the channel for at least this many minutes may send;
+    /// `null` is off, 0 is any follower.
+    #[serde(default)]
+    pub followers_only: Option<u32>,
+}
+
+/// A user's subscription to a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// 1, 2 or 3.
+    pub tier: u8,
+    /// Since when (unix milliseconds).
+    pub since: u64,
+}
+
+/// What a user is to a channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relationship {
+    /// Whether the user follows it.
+    pub following: bool,
+    /// Since when (unix milliseconds).
+    pub followed_at: Option<u64>,
+    /// The subscription, if any.
+    pub subscription: Option<Subscription>,
+}
+
 /// What the relay sends.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -76,6 +109,16 @@ pub enum ServerFrame<'a> {
         /// The window, milliseconds.
         window_ms: u64,
     },
+    /// What a reconnecting client missed (`?since=<offset>`), oldest first; or, when the gap
+    /// was too long, `recovered: false` and the newest page.
+    Recovery {
+        /// Whether `messages` is everything after the client's offset.
+        recovered: bool,
+        /// The messages.
+        messages: &'a [Message],
+    },
+    /// The room's modes: on join, and when a moderator changes them.
+    Room(&'a Modes),
     /// Viewers in the room now.
     Viewers {
         /// How many.
@@ -103,7 +146,7 @@ pub enum ServerFrame<'a> {
     /// A refused operation.
     Error {
         /// A stable code: `bad_frame`, `unknown_op`, `unauthorized`, `too_long`, `empty`,
-        /// `rate_limited`, `banned`.
+        /// `rate_limited`, `slow_mode`, `followers_only`, `unavailable`.
         code: &'a str,
         /// For people.
         message: &'a str,

@@ -18,19 +18,44 @@ use crate::protocol::ServerFrame;
 /// Frames a shard may have waiting.
 const SHARD_QUEUE: usize = 1024;
 
+/// A frame on its way to connections: its JSON text, serialized once for the whole room, and
+/// the message offset it carries (0 for frames that are not messages), so a connection that
+/// is recovering can skip what it has already been sent.
+#[derive(Debug)]
+pub struct Frame {
+    /// The message offset, or 0.
+    pub offset: u64,
+    /// The JSON text.
+    pub text: Box<str>,
+}
+
+impl Frame {
+    /// The frame for `frame`.
+    pub fn of(frame: &ServerFrame<'_>) -> Arc<Frame> {
+        let offset = match frame {
+            ServerFrame::Msg(m) => m.offset,
+            _ => 0,
+        };
+        Arc::new(Frame {
+            offset,
+            text: frame.text().into_boxed_str(),
+        })
+    }
+}
+
 /// One connection as its room's shard sees it.
 pub struct Member {
     id: u64,
     user: Option<String>,
-    tx: mpsc::Sender<Arc<str>>,
+    tx: mpsc::Sender<Arc<Frame>>,
     kicked: Arc<Notify>,
 }
 
 enum ShardCmd {
     Join(Member),
     Leave(u64),
-    Frame(Arc<str>),
-    ToUser(String, Arc<str>),
+    Frame(Arc<Frame>),
+    ToUser(Arc<str>, Arc<Frame>),
 }
 
 /// What a room needs to know.
@@ -46,12 +71,31 @@ pub struct RoomSettings {
     pub viewers_interval: Duration,
 }
 
+/// What a node of several tells the others (through Redis) about its rooms.
+pub enum ClusterEvent {
+    /// The room has its first connection on this node: subscribe to its frames.
+    Subscribe(Arc<Room>),
+    /// The room is gone from this node.
+    Unsubscribe(String),
+    /// This node's reactions of one window.
+    Reactions(String, BTreeMap<String, u64>),
+}
+
 /// One chat room (one per stream).
 pub struct Room {
     name: String,
     shards: Vec<mpsc::Sender<ShardCmd>>,
     viewers: AtomicU64,
+    /// Viewers on every node, as the cluster last counted them (clustered rooms only).
+    viewers_everywhere: AtomicU64,
+    /// Reactions of this node's current window.
     reactions: Mutex<BTreeMap<String, u64>>,
+    /// Reactions from every node (clustered rooms), sent at the next window.
+    shared_reactions: Mutex<BTreeMap<String, u64>>,
+    /// True once the room receives every frame published to it (at once on a single node; on
+    /// several, once its Redis subscription is in place).
+    ready: tokio::sync::watch::Sender<bool>,
+    cluster: Option<mpsc::UnboundedSender<ClusterEvent>>,
     /// Held while a message is stored and published, so the room's frames keep offset order.
     pub order: tokio::sync::Mutex<()>,
     settings: RoomSettings,
@@ -62,7 +106,7 @@ pub struct Membership {
     room: Arc<Room>,
     id: u64,
     /// The frames for this connection.
-    pub rx: mpsc::Receiver<Arc<str>>,
+    pub rx: mpsc::Receiver<Arc<Frame>>,
     /// Notified when the connection is dropped for reading too slowly.
     pub kicked: Arc<Notify>,
 }
@@ -83,7 +127,12 @@ impl Membership {
 }
 
 impl Room {
-    fn new(name: &str, settings: RoomSettings, metrics: ChatMetrics) -> Arc<Room> {
+    fn new(
+        name: &str,
+        settings: RoomSettings,
+        metrics: ChatMetrics,
+        cluster: Option<mpsc::UnboundedSender<ClusterEvent>>,
+    ) -> Arc<Room> {
         let shards = (0..settings.shards)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_QUEUE);
@@ -95,10 +144,54 @@ impl Room {
             name: name.to_string(),
             shards,
             viewers: AtomicU64::new(0),
+            viewers_everywhere: AtomicU64::new(0),
             reactions: Mutex::new(BTreeMap::new()),
+            shared_reactions: Mutex::new(BTreeMap::new()),
+            ready: tokio::sync::watch::Sender::new(cluster.is_none()),
+            cluster,
             order: tokio::sync::Mutex::new(()),
             settings,
         })
+    }
+
+    /// Marks the room as receiving everything published to it.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.send_replace(ready);
+    }
+
+    /// Waits (at most `limit`) until the room receives everything published to it; whether
+    /// it does.
+    pub async fn ready(&self, limit: Duration) -> bool {
+        let mut rx = self.ready.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Records the viewers on every node (clustered rooms).
+    pub fn set_viewers_everywhere(&self, count: u64) {
+        self.viewers_everywhere.store(count, Ordering::Relaxed);
+    }
+
+    /// Viewers on every node: this node's alone when it is the only one.
+    pub fn viewers_everywhere(&self) -> u64 {
+        if self.cluster.is_some() {
+            self.viewers_everywhere
+                .load(Ordering::Relaxed)
+                .max(self.viewers())
+        } else {
+            self.viewers()
+        }
+    }
+
+    /// Adds another node's (or this node's, coming back) reaction counts of one window.
+    pub fn add_shared_reactions(&self, counts: BTreeMap<String, u64>) {
+        let mut shared = self.shared_reactions.lock();
+        for (emoji, n) in counts {
+            if shared.len() < 64 || shared.contains_key(&emoji) {
+                *shared.entry(emoji).or_default() += n;
+            }
+        }
     }
 
     /// Its name (the stream's).
@@ -113,18 +206,22 @@ impl Room {
 
     /// Sends `frame` to every connection in the room.
     pub async fn publish(&self, frame: &ServerFrame<'_>) {
-        let text: Arc<str> = frame.text().into();
+        self.publish_frame(Frame::of(frame)).await;
+    }
+
+    /// Sends a serialized frame to every connection in the room.
+    pub async fn publish_frame(&self, frame: Arc<Frame>) {
         for shard in &self.shards {
-            let _ = shard.send(ShardCmd::Frame(text.clone())).await;
+            let _ = shard.send(ShardCmd::Frame(frame.clone())).await;
         }
     }
 
-    /// Sends `frame` to the connections of `user_id` in the room.
-    pub async fn to_user(&self, user_id: &str, frame: &ServerFrame<'_>) {
-        let text: Arc<str> = frame.text().into();
+    /// Sends a serialized frame to the connections of `user_id` in the room.
+    pub async fn to_user(&self, user_id: &str, frame: Arc<Frame>) {
+        let user: Arc<str> = user_id.into();
         for shard in &self.shards {
             let _ = shard
-                .send(ShardCmd::ToUser(user_id.to_string(), text.clone()))
+                .send(ShardCmd::ToUser(user.clone(), frame.clone()))
                 .await;
         }
     }
@@ -150,14 +247,14 @@ async fn shard(mut rx: mpsc::Receiver<ShardCmd>, metrics: ChatMetrics) {
                 members.remove(&id);
             }
             ShardCmd::Frame(text) => deliver(&mut members, &text, None, &metrics),
-            ShardCmd::ToUser(user, text) => deliver(&mut members, &text, Some(&user), &metrics),
+            ShardCmd::ToUser(user, text) => deliver(&mut members, &text, Some(&*user), &metrics),
         }
     }
 }
 
 fn deliver(
     members: &mut HashMap<u64, Member>,
-    text: &Arc<str>,
+    text: &Arc<Frame>,
     user: Option<&str>,
     metrics: &ChatMetrics,
 ) {
@@ -186,17 +283,34 @@ pub struct Hub {
     next_id: AtomicU64,
     settings: RoomSettings,
     metrics: ChatMetrics,
+    cluster: Option<mpsc::UnboundedSender<ClusterEvent>>,
 }
 
 impl Hub {
-    /// A hub whose rooms use `settings`.
-    pub fn new(settings: RoomSettings, metrics: ChatMetrics) -> Arc<Hub> {
+    /// A hub whose rooms use `settings`; `cluster` hears of rooms coming and going when this
+    /// node is one of several.
+    pub fn new(
+        settings: RoomSettings,
+        metrics: ChatMetrics,
+        cluster: Option<mpsc::UnboundedSender<ClusterEvent>>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             settings,
             metrics,
+            cluster,
         })
+    }
+
+    /// The room `name` if this node has it.
+    pub fn get(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms.lock().get(name).cloned()
+    }
+
+    /// Every room of this node.
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.lock().values().cloned().collect()
     }
 
     /// The room `name`, created (with its timers) when missing.
@@ -205,9 +319,17 @@ impl Hub {
         if let Some(r) = rooms.get(name) {
             return r.clone();
         }
-        let room = Room::new(name, self.settings.clone(), self.metrics.clone());
+        let room = Room::new(
+            name,
+            self.settings.clone(),
+            self.metrics.clone(),
+            self.cluster.clone(),
+        );
         rooms.insert(name.to_string(), room.clone());
         self.metrics.rooms.set(rooms.len() as i64);
+        if let Some(cluster) = &self.cluster {
+            let _ = cluster.send(ClusterEvent::Subscribe(room.clone()));
+        }
         tokio::spawn(timers(self.clone(), room.clone()));
         room
     }
@@ -245,6 +367,9 @@ impl Hub {
         }
         rooms.remove(room.name());
         self.metrics.rooms.set(rooms.len() as i64);
+        if let Some(cluster) = &self.cluster {
+            let _ = cluster.send(ClusterEvent::Unsubscribe(room.name().to_string()));
+        }
         true
     }
 }
@@ -260,7 +385,18 @@ async fn timers(hub: Arc<Hub>, room: Arc<Room>) {
     loop {
         tokio::select! {
             _ = reactions.tick() => {
-                let counts = std::mem::take(&mut *room.reactions.lock());
+                let mine = std::mem::take(&mut *room.reactions.lock());
+                // On several nodes this window's counts go to all of them (this one included)
+                // and what they all counted is sent one window later.
+                let counts = match &room.cluster {
+                    None => mine,
+                    Some(cluster) => {
+                        if !mine.is_empty() {
+                            let _ = cluster.send(ClusterEvent::Reactions(room.name.clone(), mine));
+                        }
+                        std::mem::take(&mut *room.shared_reactions.lock())
+                    }
+                };
                 if !counts.is_empty() {
                     let frame = ServerFrame::Reactions { counts: &counts, window_ms: window.as_millis() as u64 };
                     room.publish(&frame).await;
@@ -270,7 +406,7 @@ async fn timers(hub: Arc<Hub>, room: Arc<Room>) {
                 if room.viewers() == 0 && hub.retire(&room) {
                     return;
                 }
-                room.publish(&ServerFrame::Viewers { count: room.viewers() }).await;
+                room.publish(&ServerFrame::Viewers { count: room.viewers_everywhere() }).await;
             }
         }
     }

@@ -23,12 +23,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
 use crate::auth::{Auth, Refused};
+use crate::backend::{Backend, Change};
 use crate::config::ChatRelayConfig;
 use crate::emotes;
 use crate::metrics::ChatMetrics;
-use crate::protocol::{self, ClientOp, ServerFrame, User};
-use crate::room::{Hub, RoomSettings};
-use crate::store::{Ban, Store};
+use crate::protocol::{self, ClientOp, Modes, ServerFrame, User};
+use crate::room::RoomSettings;
+use crate::store::Ban;
+use crate::valid_name as valid_room;
 
 /// Close code for a reader dropped because its queue filled: reconnect and recover.
 pub const CLOSE_RESYNC: u16 = 4008;
@@ -39,35 +41,34 @@ const MAX_ERRORS: u32 = 20;
 pub struct AppState {
     config: ChatRelayConfig,
     auth: Auth,
-    store: Arc<Store>,
-    hub: Arc<Hub>,
+    backend: Backend,
     metrics: ChatMetrics,
     senders: DefaultKeyedRateLimiter<String>,
     emotes: HashSet<String>,
 }
 
+/// The room settings `config` asks for.
+pub fn room_settings(config: &ChatRelayConfig) -> RoomSettings {
+    RoomSettings {
+        shards: config.fanout_shards,
+        send_queue: config.send_queue,
+        reaction_window: Duration::from_millis(config.reaction_window_ms),
+        viewers_interval: Duration::from_secs_f64(config.viewers_interval),
+    }
+}
+
 impl AppState {
-    /// The state for `config`, storing in `store`.
-    pub fn new(config: ChatRelayConfig, store: Store, metrics: ChatMetrics) -> Arc<Self> {
+    /// The state for `config`, keeping state in `backend`.
+    pub fn new(config: ChatRelayConfig, backend: Backend, metrics: ChatMetrics) -> Arc<Self> {
         let burst = NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN);
         let period = Duration::from_secs_f64(config.rate_period / f64::from(burst.get()));
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(burst))
             .allow_burst(burst);
-        let hub = Hub::new(
-            RoomSettings {
-                shards: config.fanout_shards,
-                send_queue: config.send_queue,
-                reaction_window: Duration::from_millis(config.reaction_window_ms),
-                viewers_interval: Duration::from_secs_f64(config.viewers_interval),
-            },
-            metrics.clone(),
-        );
         Arc::new(Self {
             auth: Auth::new(&config.jwt_secret, &config.admin_token),
             emotes: config.emotes.iter().cloned().collect(),
-            store: Arc::new(store),
-            hub,
+            backend,
             metrics,
             senders: RateLimiter::keyed(quota),
             config,
@@ -85,6 +86,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rooms/{stream}/bans", post(ban))
         .route("/v1/rooms/{stream}/bans/{user}", delete(unban))
         .route("/v1/rooms/{stream}/announcements", post(announce))
+        .route("/v1/rooms/{stream}/modes", get(modes).put(set_modes))
+        .route("/v1/channels/{channel}", get(channel).put(set_channel))
+        .route("/v1/channels/{channel}/relationship", get(relationship))
+        .route(
+            "/v1/channels/{channel}/follow",
+            post(follow).delete(unfollow),
+        )
+        .route(
+            "/v1/channels/{channel}/subscription",
+            post(subscribe).delete(unsubscribe),
+        )
         .with_state(state)
 }
 
@@ -126,18 +138,20 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// A room name is a stream name: letters, digits, `_` and `-`, at most 64.
-fn valid_room(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+fn unavailable(what: &str, error: &anyhow::Error) -> Response {
+    tracing::error!(error = %error, "{what} unavailable");
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        &format!("{what} unavailable"),
+    )
 }
 
 #[derive(Debug, Deserialize)]
 struct WsQuery {
     token: Option<String>,
+    /// The last offset the client has: what came after it is sent first.
+    since: Option<u64>,
 }
 
 async fn websocket(
@@ -169,27 +183,104 @@ async fn websocket(
     let max = state.config.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| session(socket, state, stream, user))
+        .on_upgrade(move |socket| session(socket, state, stream, user, query.since))
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
+
+/// How long one frame may take to reach the socket. A client that stops reading fills its
+/// socket buffers and then this: its connection is dropped rather than held open forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `message`; false when the connection is gone or stalled past [`WRITE_TIMEOUT`].
+async fn write(sink: &mut Sink, message: WsMessage) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Closes with `code`.
-async fn close(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
-    code: u16,
-    reason: &str,
-) {
-    let _ = sink
-        .send(WsMessage::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+async fn close(sink: &mut Sink, code: u16, reason: &str) {
+    let frame = WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    write(sink, frame).await;
 }
 
-async fn session(socket: WebSocket, state: Arc<AppState>, room: String, user: Option<User>) {
+/// The frames a joining client is sent first: the room's modes, then, with `since`, what it
+/// missed; and the offset up to which live messages were already covered by them.
+async fn greeting(
+    state: &AppState,
+    room: &crate::room::Room,
+    since: Option<u64>,
+) -> anyhow::Result<(Vec<String>, u64)> {
+    let modes = state.backend.modes(room.name()).await?;
+    let mut frames = vec![ServerFrame::Room(&modes).text()];
+    let Some(since) = since else {
+        return Ok((frames, 0));
+    };
+    // Every message published from now on reaches this connection's queue, so whatever the
+    // history read misses is in the queue; what both have is skipped by offset.
+    if !room.ready(Duration::from_secs(5)).await {
+        anyhow::bail!("the room is not receiving its frames");
+    }
+    let (recovered, messages) = state
+        .backend
+        .recover(
+            room.name(),
+            since,
+            state.config.recovery_max,
+            state.config.history_page,
+        )
+        .await?;
+    state
+        .metrics
+        .recoveries
+        .with_label_values(&[if recovered { "true" } else { "false" }])
+        .inc();
+    let covered = messages.last().map_or(since, |m| m.offset.max(since));
+    frames.push(
+        ServerFrame::Recovery {
+            recovered,
+            messages: &messages,
+        }
+        .text(),
+    );
+    Ok((frames, covered))
+}
+
+async fn session(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    room: String,
+    user: Option<User>,
+    since: Option<u64>,
+) {
     state.metrics.connections.inc();
-    let mut membership = state.hub.join(&room, user.as_ref().map(|u| u.id.clone()));
+    let mut membership = state
+        .backend
+        .hub()
+        .join(&room, user.as_ref().map(|u| u.id.clone()));
     let (mut sink, mut incoming) = socket.split();
+    let covered = match greeting(&state, membership.room(), since).await {
+        Ok((frames, covered)) => {
+            for frame in frames {
+                if !write(&mut sink, WsMessage::Text(frame.into())).await {
+                    state.metrics.connections.dec();
+                    return;
+                }
+            }
+            covered
+        }
+        Err(e) => {
+            tracing::warn!(%room, error = %e, "cannot greet a connection");
+            close(&mut sink, 1013, "try again later").await;
+            state.metrics.connections.dec();
+            return;
+        }
+    };
     let mut ping = tokio::time::interval(Duration::from_secs_f64(state.config.ping_interval));
     ping.tick().await;
     let mut awaiting_pong = false;
@@ -197,8 +288,9 @@ async fn session(socket: WebSocket, state: Arc<AppState>, room: String, user: Op
     loop {
         tokio::select! {
             frame = membership.rx.recv() => match frame {
-                Some(text) => {
-                    if sink.send(WsMessage::Text(text.as_ref().into())).await.is_err() {
+                Some(frame) if frame.offset != 0 && frame.offset <= covered => {}
+                Some(frame) => {
+                    if !write(&mut sink, WsMessage::Text(frame.text.as_ref().into())).await {
                         break;
                     }
                 }
@@ -215,7 +307,7 @@ async fn session(socket: WebSocket, state: Arc<AppState>, room: String, user: Op
                     break;
                 }
                 awaiting_pong = true;
-                if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                if !write(&mut sink, WsMessage::Ping(Vec::new().into())).await {
                     break;
                 }
             }
@@ -251,7 +343,7 @@ async fn session(socket: WebSocket, state: Arc<AppState>, room: String, user: Op
                     if reply.contains("\"op\":\"error\"") {
                         errors += 1;
                     }
-                    if sink.send(WsMessage::Text(reply.into())).await.is_err() {
+                    if !write(&mut sink, WsMessage::Text(reply.into())).await {
                         break;
                     }
                 }
@@ -312,44 +404,23 @@ async fn handle(
                 );
             }
             let now = now_ms();
-            let store = state.store.clone();
-            let (room_name, user_id) = (room.name().to_string(), user.id.clone());
-            let ban =
-                tokio::task::spawn_blocking(move || store.banned(&room_name, &user_id, now / 1000))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten();
-            if let Some(ban) = ban {
-                state.metrics.refused.with_label_values(&["banned"]).inc();
-                return vec![
-                    ServerFrame::Banned {
-                        reason: &ban.reason,
-                        until: ban.until,
-                    }
-                    .text(),
-                ];
-            }
-            if state.senders.check_key(&user.id).is_err() {
-                return refused("rate_limited", "too many messages: wait a moment");
+            match admit(state, room.name(), user, now).await {
+                Ok(None) => {}
+                Ok(Some(refusal)) => return vec![refusal],
+                Err(e) => {
+                    tracing::error!(room = %room.name(), error = %e, "cannot check a sender");
+                    return refused("unavailable", "the message could not be checked");
+                }
             }
             let started = Instant::now();
             let emotes = emotes::parse(text, &state.emotes);
-            let _order = room.order.lock().await;
-            let store = state.store.clone();
-            let (room_name, who, body) = (room.name().to_string(), user.clone(), text.to_string());
-            let stored = tokio::task::spawn_blocking(move || {
-                store.append(&room_name, &who, &body, emotes, now)
-            })
-            .await;
-            let message = match stored {
-                Ok(Ok(m)) => m,
-                other => {
-                    tracing::error!(room = %room.name(), error = ?other.err(), "cannot store a message");
+            let message = match state.backend.append(room, user, text, emotes, now).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(room = %room.name(), error = %e, "cannot store a message");
                     return refused("unavailable", "the message could not be stored");
                 }
             };
-            room.publish(&ServerFrame::Msg(&message)).await;
             state.metrics.messages.inc();
             state
                 .metrics
@@ -367,6 +438,67 @@ async fn handle(
     }
 }
 
+/// Whether `user` may send to the room now: `None`, or the frame that says why not (a ban,
+/// followers-only, the rate limit, slow mode; checked in that order, and slow mode last as it
+/// counts the message as sent).
+async fn admit(
+    state: &AppState,
+    room: &str,
+    user: &User,
+    now: u64,
+) -> anyhow::Result<Option<String>> {
+    let refused = |code: &'static str, message: &str| {
+        state.metrics.refused.with_label_values(&[code]).inc();
+        Some(error(code, message))
+    };
+    if let Some(ban) = state.backend.banned(room, &user.id, now / 1000).await? {
+        state.metrics.refused.with_label_values(&["banned"]).inc();
+        return Ok(Some(
+            ServerFrame::Banned {
+                reason: &ban.reason,
+                until: ban.until,
+            }
+            .text(),
+        ));
+    }
+    let modes = state.backend.modes(room).await?;
+    if let Some(minutes) = modes.followers_only {
+        let relation = state
+            .backend
+            .relate(room, &user.id, Change::None, now)
+            .await?;
+        let long_enough = relation
+            .followed_at
+            .is_some_and(|at| at + u64::from(minutes) * 60_000 <= now);
+        if !long_enough {
+            let wait = if minutes == 0 {
+                "this room is in followers-only mode: follow the channel to chat".to_string()
+            } else {
+                format!(
+                    "this room is in followers-only mode: followers of {minutes} minutes or more can chat"
+                )
+            };
+            return Ok(refused("followers_only", &wait));
+        }
+    }
+    if state.senders.check_key(&user.id).is_err() {
+        return Ok(refused("rate_limited", "too many messages: wait a moment"));
+    }
+    if modes.slow_mode > 0
+        && let Some(left) = state
+            .backend
+            .slow_mode(room, &user.id, modes.slow_mode, now)
+            .await?
+    {
+        let seconds = left.div_ceil(1000);
+        return Ok(refused(
+            "slow_mode",
+            &format!("this room is in slow mode: you can send again in {seconds} s"),
+        ));
+    }
+    Ok(None)
+}
+
 #[derive(Debug, Deserialize)]
 struct HistoryQuery {
     before: Option<u64>,
@@ -382,20 +514,14 @@ async fn history(
         return refuse(StatusCode::BAD_REQUEST, "bad_room", "no such room name");
     }
     let limit = q.limit.unwrap_or(50).clamp(1, state.config.history_page);
-    let store = state.store.clone();
-    let page = tokio::task::spawn_blocking(move || store.page(&stream, q.before, limit)).await;
-    match page {
-        Ok(Ok(messages)) => {
+    match state.backend.page(&stream, q.before, limit).await {
+        Ok(messages) => {
             let next = (messages.len() == limit)
                 .then(|| messages.last().map(|m| m.offset))
                 .flatten();
             Json(serde_json::json!({"messages": messages, "next": next})).into_response()
         }
-        _ => refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "history unavailable",
-        ),
+        Err(e) => unavailable("history", &e),
     }
 }
 
@@ -419,6 +545,33 @@ fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// The viewer a REST call is made for (`Authorization: Bearer <JWT>`).
+fn viewer(state: &AppState, headers: &HeaderMap) -> Result<User, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this needs a viewer token (Authorization: Bearer)",
+        ));
+    };
+    state.auth.user(token).map_err(|refused| {
+        state
+            .metrics
+            .refused
+            .with_label_values(&["unauthorized"])
+            .inc();
+        let code = match refused {
+            Refused::Expired => "token_expired",
+            Refused::Invalid => "token_invalid",
+        };
+        refuse(StatusCode::UNAUTHORIZED, code, &refused.to_string())
+    })
+}
+
 async fn delete_message(
     State(state): State<Arc<AppState>>,
     Path((stream, id)): Path<(String, String)>,
@@ -427,27 +580,15 @@ async fn delete_message(
     if let Err(r) = admin(&state, &headers) {
         return r;
     }
-    let store = state.store.clone();
-    let (room, message) = (stream.clone(), id.clone());
-    match tokio::task::spawn_blocking(move || store.delete(&room, &message)).await {
-        Ok(Ok(true)) => {
-            state
-                .hub
-                .room(&stream)
-                .publish(&ServerFrame::Deleted { id: &id })
-                .await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(Ok(false)) => refuse(StatusCode::NOT_FOUND, "not_found", "no such message"),
-        _ => refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "store unavailable",
-        ),
+    match state.backend.delete(&stream, &id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => refuse(StatusCode::NOT_FOUND, "not_found", "no such message"),
+        Err(e) => unavailable("store", &e),
     }
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BanRequest {
     user_id: String,
     #[serde(default)]
@@ -466,7 +607,7 @@ async fn ban(
     if let Err(r) = admin(&state, &headers) {
         return r;
     }
-    if !valid_room(&stream) || req.user_id.is_empty() {
+    if !valid_room(&stream) || req.user_id.is_empty() || req.user_id.len() > 256 {
         return refuse(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -476,25 +617,15 @@ async fn ban(
     let ban = Ban {
         reason: req
             .reason
-            .unwrap_or_else(|| "banned by a moderator".to_string()),
+            .unwrap_or_else(|| "banned by a moderator".to_string())
+            .chars()
+            .take(500)
+            .collect(),
         until: req.duration.map(|d| now_ms() / 1000 + d),
     };
-    let store = state.store.clone();
-    let (room, user, stored) = (stream.clone(), req.user_id.clone(), ban.clone());
-    match tokio::task::spawn_blocking(move || store.ban(&room, &user, &stored)).await {
-        Ok(Ok(())) => {
-            let frame = ServerFrame::Banned {
-                reason: &ban.reason,
-                until: ban.until,
-            };
-            state.hub.room(&stream).to_user(&req.user_id, &frame).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        _ => refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "store unavailable",
-        ),
+    match state.backend.ban(&stream, &req.user_id, ban).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => unavailable("store", &e),
     }
 }
 
@@ -506,19 +637,15 @@ async fn unban(
     if let Err(r) = admin(&state, &headers) {
         return r;
     }
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.unban(&stream, &user)).await {
-        Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Ok(false)) => refuse(StatusCode::NOT_FOUND, "not_found", "no such ban"),
-        _ => refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "store unavailable",
-        ),
+    match state.backend.unban(&stream, &user).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => refuse(StatusCode::NOT_FOUND, "not_found", "no such ban"),
+        Err(e) => unavailable("store", &e),
     }
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Announcement {
     text: String,
     #[serde(default)]
@@ -550,6 +677,208 @@ async fn announce(
         text: &req.text,
         level: &level,
     };
-    state.hub.room(&stream).publish(&frame).await;
-    StatusCode::NO_CONTENT.into_response()
+    match state.backend.broadcast(&stream, &frame).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => unavailable("fan-out", &e),
+    }
+}
+
+async fn modes(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Response {
+    if !valid_room(&stream) {
+        return refuse(StatusCode::BAD_REQUEST, "bad_room", "no such room name");
+    }
+    match state.backend.modes(&stream).await {
+        Ok(modes) => Json(modes).into_response(),
+        Err(e) => unavailable("store", &e),
+    }
+}
+
+/// Longest slow-mode wait, seconds (Twitch allows 120; an hour is plenty).
+const MAX_SLOW_MODE: u32 = 3600;
+/// Longest followers-only age, minutes (three months, as Twitch).
+const MAX_FOLLOWER_MINUTES: u32 = 129_600;
+
+async fn set_modes(
+    State(state): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    Json(modes): Json<Modes>,
+) -> Response {
+    if let Err(r) = admin(&state, &headers) {
+        return r;
+    }
+    if !valid_room(&stream)
+        || modes.slow_mode > MAX_SLOW_MODE
+        || modes
+            .followers_only
+            .is_some_and(|m| m > MAX_FOLLOWER_MINUTES)
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "slow_mode of 0 to 3600 seconds, followers_only of null or 0 to 129600 minutes",
+        );
+    }
+    match state.backend.set_modes(&stream, modes).await {
+        Ok(()) => Json(modes).into_response(),
+        Err(e) => unavailable("store", &e),
+    }
+}
+
+/// The channel's description and title, stored or configured; `None` for no such channel.
+async fn channel_info(
+    state: &AppState,
+    name: &str,
+) -> anyhow::Result<Option<(String, Option<String>)>> {
+    if !valid_room(name) {
+        return Ok(None);
+    }
+    if let Some(stored) = state.backend.channel(name).await? {
+        return Ok(Some(stored));
+    }
+    Ok(state
+        .config
+        .channels
+        .get(name)
+        .map(|c| (c.description.clone(), c.title.clone())))
+}
+
+fn no_channel() -> Response {
+    refuse(StatusCode::NOT_FOUND, "not_found", "no such channel")
+}
+
+async fn channel(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let info = match channel_info(&state, &name).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return no_channel(),
+        Err(e) => return unavailable("store", &e),
+    };
+    let counts = async {
+        Ok::<_, anyhow::Error>((
+            state.backend.followers(&name).await?,
+            state.backend.viewers(&name).await?,
+        ))
+    };
+    match counts.await {
+        Ok((followers, viewers)) => Json(serde_json::json!({
+            "name": name,
+            "description": info.0,
+            "title": info.1,
+            "followers": followers,
+            "viewers": viewers,
+        }))
+        .into_response(),
+        Err(e) => unavailable("store", &e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelUpdate {
+    description: String,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+async fn set_channel(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(req): Json<ChannelUpdate>,
+) -> Response {
+    if let Err(r) = admin(&state, &headers) {
+        return r;
+    }
+    if !valid_room(&name)
+        || req.description.chars().count() > 1000
+        || req.title.as_ref().is_some_and(|t| t.chars().count() > 200)
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a description of at most 1000 characters and a title of at most 200",
+        );
+    }
+    match state
+        .backend
+        .set_channel(&name, &req.description, req.title.as_deref())
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => unavailable("store", &e),
+    }
+}
+
+/// Applies `change` to the caller's relationship with the channel and answers it.
+async fn relate(state: &AppState, name: &str, headers: &HeaderMap, change: Change) -> Response {
+    let user = match viewer(state, headers) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match channel_info(state, name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return no_channel(),
+        Err(e) => return unavailable("store", &e),
+    }
+    match state.backend.relate(name, &user.id, change, now_ms()).await {
+        Ok(relationship) => Json(serde_json::json!({
+            "channel": name,
+            "user_id": user.id,
+            "following": relationship.following,
+            "followed_at": relationship.followed_at,
+            "subscription": relationship.subscription,
+        }))
+        .into_response(),
+        Err(e) => unavailable("store", &e),
+    }
+}
+
+async fn relationship(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    relate(&state, &name, &headers, Change::None).await
+}
+
+async fn follow(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    relate(&state, &name, &headers, Change::Follow).await
+}
+
+async fn unfollow(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    relate(&state, &name, &headers, Change::Unfollow).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionRequest {
+    tier: u8,
+}
+
+async fn subscribe(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(req): Json<SubscriptionRequest>,
+) -> Response {
+    if !(1..=3).contains(&req.tier) {
+        return refuse(StatusCode::BAD_REQUEST, "bad_request", "tier is 1, 2 or 3");
+    }
+    relate(&state, &name, &headers, Change::Subscribe(req.tier)).await
+}
+
+async fn unsubscribe(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    relate(&state, &name, &headers, Change::Unsubscribe).await
 }

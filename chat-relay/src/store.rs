@@ -1,5 +1,6 @@
-//! The embedded store: messages and bans in SQLite (WAL), so a restart loses nothing. One
-//! connection behind a mutex; callers reach it through `tokio::task::spawn_blocking`.
+//! The embedded store: messages, bans, room modes, channels, follows and subscriptions in
+//! SQLite (WAL), so a restart loses nothing. One connection behind a mutex; callers reach it
+//! through `tokio::task::spawn_blocking`.
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::emotes::Emote;
-use crate::protocol::{Message, User};
+use crate::protocol::{Message, Modes, Relationship, Subscription, User};
 
 /// A ban in a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,29 @@ impl Store {
                  reason TEXT NOT NULL,
                  until INTEGER,
                  PRIMARY KEY (room, user_id)
+             );
+             CREATE TABLE IF NOT EXISTS modes (
+                 room TEXT PRIMARY KEY,
+                 slow_mode INTEGER NOT NULL,
+                 followers_only INTEGER
+             );
+             CREATE TABLE IF NOT EXISTS channels (
+                 name TEXT PRIMARY KEY,
+                 description TEXT NOT NULL,
+                 title TEXT
+             );
+             CREATE TABLE IF NOT EXISTS follows (
+                 channel TEXT NOT NULL,
+                 user_id TEXT NOT NULL,
+                 since INTEGER NOT NULL,
+                 PRIMARY KEY (channel, user_id)
+             );
+             CREATE TABLE IF NOT EXISTS subscriptions (
+                 channel TEXT NOT NULL,
+                 user_id TEXT NOT NULL,
+                 tier INTEGER NOT NULL,
+                 since INTEGER NOT NULL,
+                 PRIMARY KEY (channel, user_id)
              );",
         )?;
         Ok(Self { db: Mutex::new(db) })
@@ -122,20 +146,21 @@ impl Store {
              ORDER BY offset DESC LIMIT ?3",
         )?;
         let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
-        let rows = stmt.query_map(params![room, before, limit as i64], |r| {
-            let emotes: String = r.get(5)?;
-            Ok(Message {
-                id: r.get(0)?,
-                offset: r.get::<_, i64>(1)? as u64,
-                user: User {
-                    id: r.get(2)?,
-                    name: r.get(3)?,
-                },
-                text: r.get(4)?,
-                emotes: serde_json::from_str(&emotes).unwrap_or_default(),
-                sent_at: r.get::<_, i64>(6)? as u64,
-            })
-        })?;
+        let rows = stmt.query_map(params![room, before, limit as i64], message_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` messages of the room after offset `since`, oldest first, deleted ones
+    /// left out.
+    pub fn since(&self, room: &str, since: u64, limit: usize) -> anyhow::Result<Vec<Message>> {
+        let db = self.db.lock();
+        let mut stmt = db.prepare_cached(
+            "SELECT id, offset, user_id, user_name, text, emotes, sent_at FROM messages
+             WHERE room = ?1 AND offset > ?2 AND deleted = 0
+             ORDER BY offset ASC LIMIT ?3",
+        )?;
+        let since = since.min(i64::MAX as u64) as i64;
+        let rows = stmt.query_map(params![room, since, limit as i64], message_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -187,6 +212,171 @@ impl Store {
             .optional()?;
         Ok(ban.filter(|b| b.until.is_none_or(|u| u > now)))
     }
+
+    /// The room's modes (all off when never set).
+    pub fn modes(&self, room: &str) -> anyhow::Result<Modes> {
+        let db = self.db.lock();
+        let modes = db
+            .query_row(
+                "SELECT slow_mode, followers_only FROM modes WHERE room = ?1",
+                params![room],
+                |r| {
+                    Ok(Modes {
+                        slow_mode: r.get::<_, i64>(0)? as u32,
+                        followers_only: r.get::<_, Option<i64>>(1)?.map(|m| m as u32),
+                    })
+                },
+            )
+            .optional()?;
+        Ok(modes.unwrap_or_default())
+    }
+
+    /// Sets the room's modes.
+    pub fn set_modes(&self, room: &str, modes: &Modes) -> anyhow::Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO modes (room, slow_mode, followers_only) VALUES (?1, ?2, ?3)
+             ON CONFLICT (room) DO UPDATE SET slow_mode = ?2, followers_only = ?3",
+            params![
+                room,
+                i64::from(modes.slow_mode),
+                modes.followers_only.map(i64::from)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A channel's description and live title, when it has been set.
+    pub fn channel(&self, name: &str) -> anyhow::Result<Option<(String, Option<String>)>> {
+        let db = self.db.lock();
+        Ok(db
+            .query_row(
+                "SELECT description, title FROM channels WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Sets a channel's description and live title.
+    pub fn set_channel(
+        &self,
+        name: &str,
+        description: &str,
+        title: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO channels (name, description, title) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET description = ?2, title = ?3",
+            params![name, description, title],
+        )?;
+        Ok(())
+    }
+
+    /// The channel's follower count.
+    pub fn followers(&self, channel: &str) -> anyhow::Result<u64> {
+        let db = self.db.lock();
+        let n: i64 = db.query_row(
+            "SELECT COUNT(*) FROM follows WHERE channel = ?1",
+            params![channel],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Makes `user_id` follow the channel from `now` (unix ms); following again keeps the
+    /// first date.
+    pub fn follow(&self, channel: &str, user_id: &str, now: u64) -> anyhow::Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO follows (channel, user_id, since) VALUES (?1, ?2, ?3)
+             ON CONFLICT (channel, user_id) DO NOTHING",
+            params![channel, user_id, now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a follow.
+    pub fn unfollow(&self, channel: &str, user_id: &str) -> anyhow::Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "DELETE FROM follows WHERE channel = ?1 AND user_id = ?2",
+            params![channel, user_id],
+        )?;
+        Ok(())
+    }
+
+    /// Subscribes `user_id` to the channel at `tier` (a change of tier keeps the first date).
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        user_id: &str,
+        tier: u8,
+        now: u64,
+    ) -> anyhow::Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT INTO subscriptions (channel, user_id, tier, since) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (channel, user_id) DO UPDATE SET tier = ?3",
+            params![channel, user_id, i64::from(tier), now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a subscription.
+    pub fn unsubscribe(&self, channel: &str, user_id: &str) -> anyhow::Result<()> {
+        let db = self.db.lock();
+        db.execute(
+            "DELETE FROM subscriptions WHERE channel = ?1 AND user_id = ?2",
+            params![channel, user_id],
+        )?;
+        Ok(())
+    }
+
+    /// What `user_id` is to the channel.
+    pub fn relationship(&self, channel: &str, user_id: &str) -> anyhow::Result<Relationship> {
+        let db = self.db.lock();
+        let followed_at: Option<i64> = db
+            .query_row(
+                "SELECT since FROM follows WHERE channel = ?1 AND user_id = ?2",
+                params![channel, user_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let subscription = db
+            .query_row(
+                "SELECT tier, since FROM subscriptions WHERE channel = ?1 AND user_id = ?2",
+                params![channel, user_id],
+                |r| {
+                    Ok(Subscription {
+                        tier: r.get::<_, i64>(0)? as u8,
+                        since: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(Relationship {
+            following: followed_at.is_some(),
+            followed_at: followed_at.map(|t| t as u64),
+            subscription,
+        })
+    }
+}
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let emotes: String = r.get(5)?;
+    Ok(Message {
+        id: r.get(0)?,
+        offset: r.get::<_, i64>(1)? as u64,
+        user: User {
+            id: r.get(2)?,
+            name: r.get(3)?,
+        },
+        text: r.get(4)?,
+        emotes: serde_json::from_str(&emotes).unwrap_or_default(),
+        sent_at: r.get::<_, i64>(6)? as u64,
+    })
 }
 
 #[cfg(test)]

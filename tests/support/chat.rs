@@ -116,6 +116,14 @@ impl ChatRelay {
         }
     }
 
+    /// Kills it (SIGKILL): no goodbye to its clients or to Redis.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         self.child
@@ -138,9 +146,20 @@ impl ChatRelay {
 
     /// Connects to `room`.
     pub async fn connect(&self, room: &str, token: Option<&str>) -> ChatClient {
-        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(room, token))
+        self.connect_url(&self.ws_url(room, token)).await
+    }
+
+    /// Connects to `room` again, having seen up to offset `since`.
+    pub async fn reconnect(&self, room: &str, token: Option<&str>, since: u64) -> ChatClient {
+        let url = self.ws_url(room, token);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        self.connect_url(&format!("{url}{sep}since={since}")).await
+    }
+
+    async fn connect_url(&self, url: &str) -> ChatClient {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
-            .unwrap_or_else(|e| panic!("connect to room {room}: {e}\n{}", self.log()));
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}\n{}", self.log()));
         ChatClient { ws }
     }
 
@@ -262,5 +281,49 @@ impl ChatClient {
                 other => panic!("waiting for {op}: {other:?}"),
             }
         }
+    }
+}
+
+/// A redis-server (Debian's package) on a free port, without persistence, stopped by PID on
+/// drop.
+pub struct Redis {
+    child: Child,
+    /// Its `redis://` URL.
+    pub url: String,
+    _scratch: Scratch,
+}
+
+impl Redis {
+    /// Starts one and waits until it listens.
+    pub fn start() -> Redis {
+        let scratch = Scratch::new("redis");
+        let port = free_port();
+        let log = scratch.0.join("redis.log");
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&scratch.0)
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (make test installs it)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        wait_listening(&mut child, &[addr], "redis-server", &log);
+        Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+            _scratch: scratch,
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
