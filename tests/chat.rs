@@ -773,3 +773,60 @@ async fn a_reader_that_stops_reading_is_dropped_and_others_get_everything() {
     };
     assert_eq!(code, Some(4008));
 }
+
+#[tokio::test]
+async fn a_full_node_refuses_new_connections_until_one_leaves() {
+    let relay = ChatRelay::start("max_connections: 2\n");
+    let mut first = relay.connect("demo", None).await;
+    let mut second = relay.connect("other", None).await;
+    first.expect("room").await;
+    second.expect("room").await;
+    match tokio_tungstenite::connect_async(relay.ws_url("demo", None)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a third connection: {other:?}"),
+    }
+    assert!(
+        relay
+            .metric("corral_chat_refused_total{code=\"full\"}")
+            .await
+            >= 1.0
+    );
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(relay.ws_url("demo", None)).await
+        {
+            let _ = ws.close(None).await;
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freed place was never given"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_chat_load_generator_counts_every_delivery() {
+    let relay = ChatRelay::start("rate_burst: 10000\nrate_period: 1.0\n");
+    let out = tokio::process::Command::new(corral_e2e::binary("loadtest"))
+        .args(["--chat", &relay.ws_url("bench", None)])
+        .args(["--connections", "50", "--senders", "2", "--rate", "20"])
+        .args(["--duration", "2", "--settle", "2"])
+        .output()
+        .await
+        .expect("loadtest runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["connections_held"], 50);
+    let acked = report["messages_acked"].as_u64().expect("acked");
+    assert!(acked >= 20, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["deliveries"].as_u64(), Some(acked * 50), "{report}");
+    assert!(report["latency_us"]["p99"].as_u64().is_some_and(|p| p > 0));
+}

@@ -27,6 +27,10 @@ pub struct ChatRelayConfig {
     pub admin_token: String,
     /// Longest message, in characters.
     pub max_message_chars: usize,
+    /// WebSocket connections this node holds at most; more are refused with 503 before the
+    /// upgrade. Keep it under the process's open-file limit (`ulimit -n`), which a connection
+    /// beyond would otherwise wait in the accept queue for.
+    pub max_connections: usize,
     /// Largest WebSocket frame accepted from a client, in bytes; a larger one closes the
     /// connection (1009).
     pub max_frame_bytes: usize,
@@ -84,6 +88,7 @@ impl Default for ChatRelayConfig {
             jwt_secret: "dev-chat-secret".to_string(),
             admin_token: "dev-admin-token".to_string(),
             max_message_chars: 500,
+            max_connections: 50_000,
             max_frame_bytes: 8192,
             rate_burst: 20,
             rate_period: 30.0,
@@ -137,6 +142,13 @@ impl Validate for ChatRelayConfig {
             1,
             10_000,
             "characters",
+        )?;
+        check_range(
+            "max_connections",
+            self.max_connections,
+            1,
+            10_000_000,
+            "connections",
         )?;
         check_range(
             "max_frame_bytes",

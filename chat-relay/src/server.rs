@@ -34,6 +34,10 @@ use crate::valid_name as valid_room;
 
 /// Close code for a reader dropped because its queue filled: reconnect and recover.
 pub const CLOSE_RESYNC: u16 = 4008;
+/// Bytes read from a connection's socket at a time.
+const READ_BUFFER: usize = 4096;
+/// Most bytes a connection's write buffer may hold (a frame waiting for the socket).
+const WRITE_BUFFER_MAX: usize = 64 * 1024;
 /// Error frames a connection may cause before it is closed (1008, policy).
 const MAX_ERRORS: u32 = 20;
 
@@ -180,9 +184,23 @@ async fn websocket(
             return refuse(StatusCode::UNAUTHORIZED, code, &refused.to_string());
         }
     };
+    if state.metrics.connections.get() >= state.config.max_connections as i64 {
+        state.metrics.refused.with_label_values(&["full"]).inc();
+        tracing::warn!(room = %stream, max = state.config.max_connections, "connection refused: node full");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "full",
+            "this node holds all the connections it may: try another",
+        );
+    }
     let max = state.config.max_frame_bytes;
+    // The WebSocket layer's defaults are 128 KiB read and write buffers per connection, read
+    // eagerly: 10,000 viewers would hold 2.5 GiB. Chat frames are small.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WRITE_BUFFER_MAX.max(2 * max))
         .on_upgrade(move |socket| session(socket, state, stream, user, query.since))
 }
 

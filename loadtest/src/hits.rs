@@ -160,7 +160,7 @@ pub async fn run(plan: &HitsPlan) -> anyhow::Result<HitsReport> {
 }
 
 /// CPU seconds (user + system) of process `pid` so far.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) in parentheses.
     let rest = &stat[stat.rfind(')')? + 2..];

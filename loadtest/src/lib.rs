@@ -5,8 +5,11 @@
 //! measurements of many viewers into quantiles; [`herd`] sends many players at one new object
 //! at once and measures what reached the origin and how long the waiters waited; [`hits`]
 //! measures cache-hit throughput and server CPU per request over HTTP/1.1, HTTP/2 and HTTP/3; [`playlist`] reads media playlists with an
-//! independent parser (`quick-m3u8`), so the origin's writer is never checked against itself.
+//! independent parser (`quick-m3u8`), so the origin's writer is never checked against itself;
+//! [`chat`] loads one chat room with many WebSocket receivers (over several processes) and a
+//! few senders, and measures delivery latency, losses and the relay's memory per connection.
 
+pub mod chat;
 pub mod client;
 pub mod config;
 pub mod herd;

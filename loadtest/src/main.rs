@@ -1,11 +1,15 @@
-//! `loadtest`: LL-HLS viewers against an origin or edge, reporting latency quantiles as JSON.
+//! `loadtest`: LL-HLS viewers against an origin or edge, reporting latency quantiles as JSON;
+//! or thundering herds, cache-hit throughput, or a loaded chat room (`--chat`).
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use corral_loadtest::chat::receiver::{self, WorkerPlan};
+use corral_loadtest::chat::{self, ChatPlan};
 use corral_loadtest::config::LoadtestConfig;
 use corral_loadtest::herd::{self, HerdPlan};
 use corral_loadtest::hits::{self, HitsPlan, Protocol};
@@ -41,7 +45,7 @@ struct Args {
     /// and over with this protocol for `--duration` seconds.
     #[arg(long, value_name = "PROTOCOL")]
     hits: Option<Protocol>,
-    /// With `--hits`: client connections.
+    /// With `--hits`: client connections; with `--chat`: read-only receiving connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// With `--hits`: requests in flight on each connection (HTTP/2 and HTTP/3).
@@ -50,9 +54,46 @@ struct Args {
     /// With `--hits`: the PEM certificate to trust (TLS and QUIC).
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
-    /// With `--hits`: the server's PID, to report its CPU time per request.
+    /// With `--hits`: the server's PID, to report its CPU time per request; with `--chat`: the
+    /// relay's, to report its memory per connection and its CPU use.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// Instead of watching, load a chat room (ws://HOST:PORT/v1/rooms/ROOM/ws): `--connections`
+    /// receivers and `--senders` senders, `--rate` messages per second for `--duration`
+    /// seconds; reports deliveries, delivery latency and losses as JSON.
+    #[arg(long, value_name = "WS_ROOM_URL")]
+    chat: Option<String>,
+    /// With `--chat`: users sending, each on its own connection with its own token.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// With `--chat`: messages per second, all senders together.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// With `--chat`: the relay's HS256 token secret (its `jwt_secret`).
+    #[arg(long, default_value = "dev-chat-secret")]
+    secret: String,
+    /// With `--chat`: local addresses to connect from, in turn (say 127.0.0.1,127.0.0.2), when
+    /// one address has too few ephemeral ports.
+    #[arg(long, value_delimiter = ',', value_name = "IP,...")]
+    source_addrs: Vec<IpAddr>,
+    /// With `--chat`: worker processes holding the receivers (the open-file limit is per
+    /// process); default one per 15,000 receivers.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// With `--chat`: new receiving connections per second, all workers together (the listen
+    /// backlog is bounded: somaxconn).
+    #[arg(long, default_value_t = 1000.0)]
+    connect_rate: f64,
+    /// With `--chat`: seconds after the last send that deliveries still count; later ones are
+    /// lost.
+    #[arg(long, default_value_t = chat::SETTLE.as_secs_f64())]
+    settle: f64,
+    /// Run as one of `--chat`'s worker processes (it starts them itself).
+    #[arg(long, hide = true, value_name = "WS_ROOM_URL")]
+    chat_worker: Option<String>,
+    /// For a `--chat-worker`: the run-wide number of its first connection.
+    #[arg(long, hide = true, default_value_t = 0)]
+    worker_first: usize,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +133,39 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
+        if let Some(url) = args.chat_worker {
+            let plan = WorkerPlan {
+                url,
+                connections: args.connections,
+                connect_rate: args.connect_rate,
+                source_addrs: args.source_addrs,
+                first: args.worker_first,
+            };
+            return receiver::run_worker(&plan).await;
+        }
+        if let Some(url) = args.chat {
+            let plan = ChatPlan {
+                url,
+                connections: args.connections,
+                senders: args.senders,
+                rate: args.rate,
+                duration: Duration::from_secs_f64(config.duration),
+                secret: args.secret,
+                source_addrs: args.source_addrs,
+                workers: args
+                    .workers
+                    .unwrap_or_else(|| chat::default_workers(args.connections)),
+                connect_rate: args.connect_rate,
+                server_pid: args.server_pid,
+                settle: Duration::try_from_secs_f64(args.settle).map_err(|_| {
+                    anyhow::anyhow!("--settle: expected seconds, 0 or more, got {}", args.settle)
+                })?,
+            };
+            let report = chat::run(&plan).await?;
+            eprintln!("{}", report.summary_line());
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(());
+        }
         if let Some(clients) = args.herd {
             let plan = HerdPlan {
                 playlist: config.url.parse()?,

@@ -70,7 +70,10 @@ pub async fn serve_metrics(
             let (stream, _) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
+                    // Out of file descriptors (or a like failure) lasts a while: wait before
+                    // trying again instead of spinning on the error and flooding the log.
+                    tracing::warn!(error = %e, "metrics accept failed; retrying in 100 ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             };
