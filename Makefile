@@ -5,7 +5,8 @@ FUZZ_SECONDS ?= 60
 
 .PHONY: run test deps test-deps build release lint bench fuzz fuzz-smoke clean
 
-## run: start the local stack (origin with the built-in test source, an edge in front) and print its URLs
+## run: start the local stack (origin with the built-in test source, an edge in front, the chat
+## relay) and print its URLs
 run: deps release
 	scripts/run-local.sh
 
@@ -29,7 +30,7 @@ build:
 	$(CARGO) build --workspace --bins
 
 release:
-	$(CARGO) build --release --bins -p corral-origin -p corral-edge -p corral-loadtest
+	$(CARGO) build --release --bins -p corral-origin -p corral-edge -p corral-chat-relay -p corral-loadtest
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the local stack on this machine (the origin with the built-in test source, using
-# conf/local.yaml, and an edge in front of it), prints the URLs, and stops both on Ctrl-C.
+# conf/local.yaml, an edge in front of it, and the chat relay), prints the URLs, and stops all
+# of it on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,8 @@ bin=target/release/origin
 edge=target/release/edge
 config=conf/local.yaml
 edge_args=(--config conf/edge-local.yaml)
+chat=target/release/chat-relay
+chat_args=(--config conf/chat-relay-local.yaml)
 # A self-signed development certificate for the edge's TLS listener (HTTP/2 and HTTP/1.1).
 tls=target/dev-tls
 if [ ! -s "$tls/edge.crt" ] || [ ! -s "$tls/edge.key" ]; then
@@ -18,6 +21,7 @@ if [ ! -s "$tls/edge.crt" ] || [ ! -s "$tls/edge.key" ]; then
 fi
 "$bin" --config "$config" --check >/dev/null
 "$edge" "${edge_args[@]}" --check >/dev/null
+"$chat" "${chat_args[@]}" --check >/dev/null
 
 cat <<MSG
 
@@ -33,7 +37,13 @@ cat <<MSG
     ffmpeg/SRT     ffmpeg -re -i input.mp4 -c copy -f mpegts 'srt://127.0.0.1:9000?streamid=studio-key'
   streams API      http://127.0.0.1:8081/api/streams
   health           http://127.0.0.1:8081/healthz
-  metrics          http://127.0.0.1:9101/metrics (origin), http://127.0.0.1:9102/metrics (edge)
+  chat room        ws://127.0.0.1:8090/v1/rooms/demo/ws?token=<JWT>   (read-only without a token)
+    tokens         HS256, claims sub, name, exp, signed with the local secret dev-chat-secret
+    history        http://127.0.0.1:8090/v1/rooms/demo/messages
+    channel        http://127.0.0.1:8090/v1/channels/demo
+    moderation     Authorization: Bearer dev-admin-token (bans, deletes, announcements, modes)
+  metrics          http://127.0.0.1:9101/metrics (origin), http://127.0.0.1:9102/metrics (edge),
+                   http://127.0.0.1:9103/metrics (chat relay)
 
   Try: ffplay http://127.0.0.1:8080/live/demo/master.m3u8
        target/release/loadtest --duration 20     (an LL-HLS viewer measuring latency)
@@ -43,9 +53,11 @@ MSG
 origin_pid=$!
 "$edge" "${edge_args[@]}" &
 edge_pid=$!
+"$chat" "${chat_args[@]}" &
+chat_pid=$!
 # Background jobs of a script ignore SIGINT from the terminal, so they are signalled here: the
 # origin with SIGTERM (graceful), the edge with SIGINT (at once: on SIGTERM it would serve its
 # held requests for shutdown_grace first, which a local stack does not need).
-trap 'kill -TERM "$origin_pid" 2>/dev/null; kill -INT "$edge_pid" 2>/dev/null; wait' INT TERM EXIT
-# Either one stopping stops the stack.
-wait -n "$origin_pid" "$edge_pid"
+trap 'kill -TERM "$origin_pid" "$chat_pid" 2>/dev/null; kill -INT "$edge_pid" 2>/dev/null; wait' INT TERM EXIT
+# Any one stopping stops the stack.
+wait -n "$origin_pid" "$edge_pid" "$chat_pid"

@@ -219,6 +219,10 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/chat-relay.yaml");
         let shipped = yaml_config::load::<ChatRelayConfig>(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(shipped, ChatRelayConfig::default());
+        let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/chat-relay-local.yaml");
+        let local = yaml_config::load::<ChatRelayConfig>(&local).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(local.database, PathBuf::from("target/chat-relay.sqlite"));
+        assert!(local.listen.ip().is_loopback());
         let err =
             yaml_config::from_str::<ChatRelayConfig>(Path::new("c.yaml"), "redis_url: http://x\n")
                 .expect_err("bad");
