@@ -1,7 +1,7 @@
 //! The chat relay: live chat rooms per stream beside the video, over WebSocket, with REST
 //! for history and moderation.
 //!
-//! [`server`] routes HTTP and WebSocket; [`room`] fans each room's frames out over sharded
+//! [`server`] routes HTTP and WebSocket (`channels` holds the channel REST calls); [`room`] fans each room's frames out over sharded
 //! tasks with bounded per-connection queues; [`backend`] is where state lives: [`store`]
 //! (SQLite, one node) or [`redis_bus`] (Redis, several nodes, speaking [`envelope`]s);
 //! [`auth`] reads viewers' JWTs and the admin token; [`protocol`] is the JSON frames;
@@ -11,6 +11,8 @@
 pub mod auth;
 #[cfg(feature = "relay")]
 pub mod backend;
+#[cfg(feature = "relay")]
+mod channels;
 pub mod config;
 pub mod emotes;
 pub mod envelope;

@@ -651,30 +651,15 @@ impl RedisBus {
                     last
                 };
                 if offset > last {
-                    room.publish_frame(Arc::new(Frame {
-                        offset,
-                        text: text.into(),
-                    }))
-                    .await;
+                    room.publish_frame(Frame::serialized(offset, text)).await;
                 }
                 rooms.insert(name.to_string(), (weak, offset));
             }
             Envelope::Frame(text) => {
-                room.publish_frame(Arc::new(Frame {
-                    offset: 0,
-                    text: text.into(),
-                }))
-                .await;
+                room.publish_frame(Frame::serialized(0, text)).await;
             }
             Envelope::ToUser(user, text) => {
-                room.to_user(
-                    user,
-                    Arc::new(Frame {
-                        offset: 0,
-                        text: text.into(),
-                    }),
-                )
-                .await;
+                room.to_user(user, Frame::serialized(0, text)).await;
             }
             Envelope::Reactions(counts) => {
                 if let Ok(counts) = serde_json::from_str::<BTreeMap<String, u64>>(counts) {

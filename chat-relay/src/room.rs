@@ -36,9 +36,14 @@ impl Frame {
             ServerFrame::Msg(m) => m.offset,
             _ => 0,
         };
+        Frame::serialized(offset, &frame.text())
+    }
+
+    /// A frame already serialized (as another node sent it), with its offset or 0.
+    pub fn serialized(offset: u64, text: &str) -> Arc<Frame> {
         Arc::new(Frame {
             offset,
-            text: frame.text().into_boxed_str(),
+            text: text.into(),
         })
     }
 }
@@ -188,9 +193,7 @@ impl Room {
     pub fn add_shared_reactions(&self, counts: BTreeMap<String, u64>) {
         let mut shared = self.shared_reactions.lock();
         for (emoji, n) in counts {
-            if shared.len() < 64 || shared.contains_key(&emoji) {
-                *shared.entry(emoji).or_default() += n;
-            }
+            count(&mut shared, &emoji, n);
         }
     }
 
@@ -228,11 +231,16 @@ impl Room {
 
     /// Counts a reaction into the current window.
     pub fn react(&self, emoji: &str) {
-        let mut counts = self.reactions.lock();
-        // Bounded: at most 64 distinct emoji per window.
-        if counts.len() < 64 || counts.contains_key(emoji) {
-            *counts.entry(emoji.to_string()).or_default() += 1;
-        }
+        count(&mut self.reactions.lock(), emoji, 1);
+    }
+}
+
+/// Adds `n` reactions of `emoji` to a window's counts, which hold at most 64 distinct emoji.
+fn count(counts: &mut BTreeMap<String, u64>, emoji: &str, n: u64) {
+    if let Some(c) = counts.get_mut(emoji) {
+        *c += n;
+    } else if counts.len() < 64 {
+        counts.insert(emoji.to_string(), n);
     }
 }
 

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::auth::{Auth, Refused};
 use crate::backend::{Backend, Change};
+use crate::channels;
 use crate::config::ChatRelayConfig;
 use crate::emotes;
 use crate::metrics::ChatMetrics;
@@ -43,10 +44,10 @@ const MAX_ERRORS: u32 = 20;
 
 /// What the handlers share.
 pub struct AppState {
-    config: ChatRelayConfig,
-    auth: Auth,
-    backend: Backend,
-    metrics: ChatMetrics,
+    pub(crate) config: ChatRelayConfig,
+    pub(crate) auth: Auth,
+    pub(crate) backend: Backend,
+    pub(crate) metrics: ChatMetrics,
     senders: DefaultKeyedRateLimiter<String>,
     emotes: HashSet<String>,
 }
@@ -91,15 +92,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rooms/{stream}/bans/{user}", delete(unban))
         .route("/v1/rooms/{stream}/announcements", post(announce))
         .route("/v1/rooms/{stream}/modes", get(modes).put(set_modes))
-        .route("/v1/channels/{channel}", get(channel).put(set_channel))
-        .route("/v1/channels/{channel}/relationship", get(relationship))
+        .route(
+            "/v1/channels/{channel}",
+            get(channels::channel).put(channels::set_channel),
+        )
+        .route(
+            "/v1/channels/{channel}/relationship",
+            get(channels::relationship),
+        )
         .route(
             "/v1/channels/{channel}/follow",
-            post(follow).delete(unfollow),
+            post(channels::follow).delete(channels::unfollow),
         )
         .route(
             "/v1/channels/{channel}/subscription",
-            post(subscribe).delete(unsubscribe),
+            post(channels::subscribe).delete(channels::unsubscribe),
         )
         .with_state(state)
 }
@@ -127,14 +134,14 @@ pub async fn serve(
     Ok(())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `{"error": code, "message": ...}` with `status`.
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         Json(serde_json::json!({"error": code, "message": message})),
@@ -142,7 +149,21 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn unavailable(what: &str, error: &anyhow::Error) -> Response {
+/// The 401 for a token that was refused, counted.
+pub(crate) fn token_refused(state: &AppState, refused: &Refused) -> Response {
+    state
+        .metrics
+        .refused
+        .with_label_values(&["unauthorized"])
+        .inc();
+    let code = match refused {
+        Refused::Expired => "token_expired",
+        Refused::Invalid => "token_invalid",
+    };
+    refuse(StatusCode::UNAUTHORIZED, code, &refused.to_string())
+}
+
+pub(crate) fn unavailable(what: &str, error: &anyhow::Error) -> Response {
     tracing::error!(error = %error, "{what} unavailable");
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -171,17 +192,8 @@ async fn websocket(
         None => None,
         Some(Ok(user)) => Some(user),
         Some(Err(refused)) => {
-            state
-                .metrics
-                .refused
-                .with_label_values(&["unauthorized"])
-                .inc();
             tracing::info!(room = %stream, reason = %refused, "token refused");
-            let code = match refused {
-                Refused::Expired => "token_expired",
-                Refused::Invalid => "token_invalid",
-            };
-            return refuse(StatusCode::UNAUTHORIZED, code, &refused.to_string());
+            return token_refused(&state, &refused);
         }
     };
     if state.metrics.connections.get() >= state.config.max_connections as i64 {
@@ -543,7 +555,7 @@ async fn history(
     }
 }
 
-fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -561,33 +573,6 @@ fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
             "moderation needs the admin token",
         ))
     }
-}
-
-/// The viewer a REST call is made for (`Authorization: Bearer <JWT>`).
-fn viewer(state: &AppState, headers: &HeaderMap) -> Result<User, Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this needs a viewer token (Authorization: Bearer)",
-        ));
-    };
-    state.auth.user(token).map_err(|refused| {
-        state
-            .metrics
-            .refused
-            .with_label_values(&["unauthorized"])
-            .inc();
-        let code = match refused {
-            Refused::Expired => "token_expired",
-            Refused::Invalid => "token_invalid",
-        };
-        refuse(StatusCode::UNAUTHORIZED, code, &refused.to_string())
-    })
 }
 
 async fn delete_message(
@@ -741,162 +726,4 @@ async fn set_modes(
         Ok(()) => Json(modes).into_response(),
         Err(e) => unavailable("store", &e),
     }
-}
-
-/// The channel's description and title, stored or configured; `None` for no such channel.
-async fn channel_info(
-    state: &AppState,
-    name: &str,
-) -> anyhow::Result<Option<(String, Option<String>)>> {
-    if !valid_room(name) {
-        return Ok(None);
-    }
-    if let Some(stored) = state.backend.channel(name).await? {
-        return Ok(Some(stored));
-    }
-    Ok(state
-        .config
-        .channels
-        .get(name)
-        .map(|c| (c.description.clone(), c.title.clone())))
-}
-
-fn no_channel() -> Response {
-    refuse(StatusCode::NOT_FOUND, "not_found", "no such channel")
-}
-
-async fn channel(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    let info = match channel_info(&state, &name).await {
-        Ok(Some(info)) => info,
-        Ok(None) => return no_channel(),
-        Err(e) => return unavailable("store", &e),
-    };
-    let counts = async {
-        Ok::<_, anyhow::Error>((
-            state.backend.followers(&name).await?,
-            state.backend.viewers(&name).await?,
-        ))
-    };
-    match counts.await {
-        Ok((followers, viewers)) => Json(serde_json::json!({
-            "name": name,
-            "description": info.0,
-            "title": info.1,
-            "followers": followers,
-            "viewers": viewers,
-        }))
-        .into_response(),
-        Err(e) => unavailable("store", &e),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChannelUpdate {
-    description: String,
-    #[serde(default)]
-    title: Option<String>,
-}
-
-async fn set_channel(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    Json(req): Json<ChannelUpdate>,
-) -> Response {
-    if let Err(r) = admin(&state, &headers) {
-        return r;
-    }
-    if !valid_room(&name)
-        || req.description.chars().count() > 1000
-        || req.title.as_ref().is_some_and(|t| t.chars().count() > 200)
-    {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "a description of at most 1000 characters and a title of at most 200",
-        );
-    }
-    match state
-        .backend
-        .set_channel(&name, &req.description, req.title.as_deref())
-        .await
-    {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => unavailable("store", &e),
-    }
-}
-
-/// Applies `change` to the caller's relationship with the channel and answers it.
-async fn relate(state: &AppState, name: &str, headers: &HeaderMap, change: Change) -> Response {
-    let user = match viewer(state, headers) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    match channel_info(state, name).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return no_channel(),
-        Err(e) => return unavailable("store", &e),
-    }
-    match state.backend.relate(name, &user.id, change, now_ms()).await {
-        Ok(relationship) => Json(serde_json::json!({
-            "channel": name,
-            "user_id": user.id,
-            "following": relationship.following,
-            "followed_at": relationship.followed_at,
-            "subscription": relationship.subscription,
-        }))
-        .into_response(),
-        Err(e) => unavailable("store", &e),
-    }
-}
-
-async fn relationship(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    relate(&state, &name, &headers, Change::None).await
-}
-
-async fn follow(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    relate(&state, &name, &headers, Change::Follow).await
-}
-
-async fn unfollow(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    relate(&state, &name, &headers, Change::Unfollow).await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubscriptionRequest {
-    tier: u8,
-}
-
-async fn subscribe(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    Json(req): Json<SubscriptionRequest>,
-) -> Response {
-    if !(1..=3).contains(&req.tier) {
-        return refuse(StatusCode::BAD_REQUEST, "bad_request", "tier is 1, 2 or 3");
-    }
-    relate(&state, &name, &headers, Change::Subscribe(req.tier)).await
-}
-
-async fn unsubscribe(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    relate(&state, &name, &headers, Change::Unsubscribe).await
 }
