@@ -3,20 +3,20 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test deps test-deps build release lint bench fuzz fuzz-smoke clean
+.PHONY: run test deps test-deps web build release lint bench bench-watch fuzz fuzz-smoke clean
 
 ## run: start the local stack (origin with the built-in test source, an edge in front, the chat
 ## relay) and print its URLs
-run: deps release
+run: deps web release
 	scripts/run-local.sh
 
 ## test: install what is missing, check formatting and lints, run every test, then a short
 ## run of every fuzz target (so the targets keep building and shallow crashes are caught)
-test: test-deps lint build
+test: test-deps web lint build
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) fuzz-smoke
 
-## deps: install ffmpeg, fonts, cmake and friends with apt-get when missing
+## deps: install ffmpeg, fonts, cmake, node/npm and friends with apt-get when missing
 deps:
 	scripts/install-deps.sh
 
@@ -25,6 +25,14 @@ deps:
 test-deps:
 	scripts/install-deps.sh --test
 	scripts/install-test-clients.sh
+
+## web: the watch page's one dependency, hls.js from the npm registry (pinned by
+## web/package-lock.json), into web/node_modules where the edge serves it from
+web:
+	@if [ ! -f web/node_modules/hls.js/dist/hls.min.js ]; then \
+		echo "web: installing hls.js in web/"; \
+		cd web && npm ci --silent --no-audit --no-fund; \
+	fi
 
 build:
 	$(CARGO) build --workspace --bins
@@ -40,6 +48,11 @@ lint:
 bench: deps release
 	scripts/bench-origin.sh
 	scripts/bench-ingest.sh
+
+## bench-watch: the watch page in chromium through the edge for 60 s: startup, stalls and
+## glass-to-glass latency (numbers go to BENCHMARKS.md)
+bench-watch: test-deps web release
+	scripts/bench-watch.sh
 
 ## fuzz: run every fuzz target for FUZZ_SECONDS seconds (with AddressSanitizer)
 fuzz:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build, run and test Corral, with apt-get
 # (directly as root, through sudo otherwise). Does nothing when everything is present. With
-# --test, also what the tests need (python3-venv, nodejs, npm, chromium, redis-server).
+# --test, also what the tests need (python3-venv, chromium, an emoji font, redis-server).
 set -euo pipefail
 
 need=()
@@ -13,13 +13,16 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# npm installs the watch page's hls.js (make web).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${1:-}" = "--test" ]; then
     # What the tests' clients need: aioquic in a venv, playwright-core driving chromium.
     command -v python3 >/dev/null 2>&1 || need+=(python3)
     python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-    command -v node >/dev/null 2>&1 || need+=(nodejs)
-    command -v npm >/dev/null 2>&1 || need+=(npm)
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    # Emoji (reactions, emotes) in the browser tests' screenshots.
+    [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
     # The multi-node chat test runs two relays on one real Redis server.
     command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the local stack on this machine (the origin with the built-in test source, using
-# conf/local.yaml, an edge in front of it, and the chat relay), prints the URLs, and stops all
-# of it on Ctrl-C.
+# conf/local.yaml, an edge in front of it serving the watch page, and the chat relay), prints
+# the URLs, and stops all of it on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,8 @@ cat <<MSG
 
   Corral local stack (Ctrl-C stops it)
 
+  watch page       http://127.0.0.1:8080/                         (live streams; the demo: http://127.0.0.1:8080/watch/demo)
+                   https://127.0.0.1:8443/watch/demo             (HTTP/2; accept the self-signed certificate once)
   LL-HLS stream    http://127.0.0.1:8080/live/demo/master.m3u8   (through the edge; built-in test source)
   media playlist   http://127.0.0.1:8080/live/demo/720p/index.m3u8
   over TLS         https://127.0.0.1:8443/live/demo/master.m3u8  (HTTP/2, HTTP/1.1 and HTTP/3; self-signed: curl --cacert target/dev-tls/edge.crt)

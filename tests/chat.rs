@@ -1,7 +1,7 @@
 //! The chat relay with a real WebSocket client (tokio-tungstenite) and curl for REST:
 //! messages, acks, history, emotes, moderation, reactions, viewers, a restart, bad input,
-//! slow readers, a full node, the load generator. Channels, room modes and recovery, on
-//! SQLite and on Redis, are in chat_rooms.rs.
+//! slow readers, a full node, the load generator, guest sign-in and CORS. Channels, room
+//! modes and recovery, on SQLite and on Redis, are in chat_rooms.rs.
 
 use std::time::Duration;
 
@@ -455,4 +455,79 @@ async fn the_chat_load_generator_counts_every_delivery() {
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["deliveries"].as_u64(), Some(acked * 50), "{report}");
     assert!(report["latency_us"]["p99"].as_u64().is_some_and(|p| p > 0));
+}
+
+/// The response headers curl gets for a CORS preflight from `origin` (lower-cased).
+fn preflight(relay: &ChatRelay, origin: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-D", "-", "-X", "OPTIONS"])
+        .args(["-H", &format!("Origin: {origin}")])
+        .args(["-H", "Access-Control-Request-Method: POST"])
+        .args(["-H", "Access-Control-Request-Headers: authorization"])
+        .arg(format!("http://{}/v1/channels/demo/follow", relay.http))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
+}
+
+#[tokio::test]
+async fn guests_sign_in_and_listed_pages_may_call_from_a_browser() {
+    let page = "http://127.0.0.1:8080";
+    let relay = ChatRelay::start(&format!(
+        "guests: {{ enabled: true, per_second: 1 }}\ncors_origins: [\"{page}\"]\n"
+    ));
+    let (status, guest) = relay
+        .http("POST", "/v1/guests", None, Some(json!({"name": "  Ann  "})))
+        .await;
+    assert_eq!(status, 200, "{guest}");
+    assert_eq!(guest["user"]["name"], "Ann");
+    let id = guest["user"]["id"].as_str().expect("an id");
+    assert!(id.starts_with("guest-"), "{id}");
+    let token = guest["token"].as_str().expect("a token");
+    let mut ann = relay.connect("demo", Some(token)).await;
+    ann.expect("room").await;
+    ann.send(json!({"op": "send", "text": "hi", "nonce": "g"}))
+        .await;
+    let msg = ann.expect("msg").await;
+    assert_eq!(msg["user"], json!({"id": id, "name": "Ann"}));
+    let (status, rel) = relay
+        .http("POST", "/v1/channels/demo/follow", Some(token), None)
+        .await;
+    assert_eq!((status, rel["user_id"].as_str()), (200, Some(id)));
+
+    // A bad name, and more sign-ins than `per_second` allows (a burst of two).
+    for name in ["", &"x".repeat(33), "a\u{7}b"] {
+        let (status, body) = relay
+            .http("POST", "/v1/guests", None, Some(json!({ "name": name })))
+            .await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")));
+    }
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(
+            relay
+                .http("POST", "/v1/guests", None, Some(json!({"name": "Flood"})))
+                .await
+                .0,
+        );
+    }
+    assert!(codes.contains(&429), "minting is bounded: {codes:?}");
+    assert!(relay.metric("corral_chat_guests_total").await >= 2.0);
+
+    // The listed page may call with a bearer token; another page is not told it may.
+    let allowed = preflight(&relay, page);
+    assert!(
+        allowed.contains(&format!("access-control-allow-origin: {page}"))
+            && allowed.contains("access-control-allow-headers: authorization"),
+        "{allowed}"
+    );
+    let other = preflight(&relay, "http://evil.example");
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
+
+    // Off by default.
+    let closed = ChatRelay::start("");
+    let (status, _) = closed
+        .http("POST", "/v1/guests", None, Some(json!({"name": "Ann"})))
+        .await;
+    assert_eq!(status, 404);
 }

@@ -1,7 +1,7 @@
 //! Identity: a viewer's JWT (HS256, `sub` = user id, `name`, `exp`), and the admin token.
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
-use serde::Deserialize;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::User;
 
@@ -12,9 +12,17 @@ struct Claims {
     name: Option<String>,
 }
 
-/// Checks tokens with the configured secret.
+#[derive(Serialize)]
+struct Minted<'a> {
+    sub: &'a str,
+    name: &'a str,
+    exp: u64,
+}
+
+/// Checks tokens with the configured secret (and mints guests' with it).
 pub struct Auth {
     key: DecodingKey,
+    signing: EncodingKey,
     validation: Validation,
     admin: Vec<u8>,
 }
@@ -38,6 +46,7 @@ impl Auth {
         validation.leeway = 0;
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
+            signing: EncodingKey::from_secret(secret.as_bytes()),
             validation,
             admin: admin.as_bytes().to_vec(),
         }
@@ -61,6 +70,17 @@ impl Auth {
         Ok(User { id: sub, name })
     }
 
+    /// A token for `user` that expires at `exp` (unix seconds).
+    pub fn mint(&self, user: &User, exp: u64) -> String {
+        let claims = Minted {
+            sub: &user.id,
+            name: &user.name,
+            exp,
+        };
+        // HS256 over a serializable struct cannot fail.
+        encode(&Header::new(Algorithm::HS256), &claims, &self.signing).unwrap_or_default()
+    }
+
     /// Whether `authorization` (a header value) is `Bearer <admin token>`; compared in
     /// constant time.
     pub fn is_admin(&self, authorization: Option<&str>) -> bool {
@@ -79,8 +99,6 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
-    use jsonwebtoken::{EncodingKey, Header, encode};
-
     use super::*;
 
     fn token(secret: &str, claims: serde_json::Value) -> String {
@@ -121,5 +139,10 @@ mod tests {
         assert!(auth.is_admin(Some("Bearer dev-admin-token")));
         assert!(!auth.is_admin(Some("Bearer dev-admin-tokem")));
         assert!(!auth.is_admin(None));
+        let guest = User {
+            id: "guest-1".into(),
+            name: "Bo".into(),
+        };
+        assert_eq!(auth.user(&auth.mint(&guest, exp)), Ok(guest));
     }
 }

@@ -65,6 +65,36 @@ pub struct ChatRelayConfig {
     /// The channels (one per stream, same name) and what `GET /v1/channels/{name}` shows until
     /// a moderator sets it with `PUT`.
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Web pages allowed to call the REST API from a browser (CORS), as origins
+    /// (`scheme://host[:port]`, e.g. the edge serving the watch page), or `*` for any. Empty
+    /// allows none; WebSocket connections are not affected.
+    pub cors_origins: Vec<String>,
+    /// Guest sign-in for pages without an identity provider.
+    pub guests: GuestConfig,
+}
+
+/// `guests:`: `POST /v1/guests {"name"}` answers a viewer token for a display name of the
+/// caller's choosing, under a fresh `guest-…` user id. Off by default: a site with its own
+/// sign-in mints tokens itself.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestConfig {
+    /// Answer `POST /v1/guests`.
+    pub enabled: bool,
+    /// Seconds a guest token is valid.
+    pub ttl: u64,
+    /// Guest tokens minted per second at most, over all callers (a burst of twice that).
+    pub per_second: u32,
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ttl: 43_200,
+            per_second: 20,
+        }
+    }
 }
 
 /// A channel as the config describes it.
@@ -111,6 +141,8 @@ impl Default for ChatRelayConfig {
                     title: Some("Corral demo".to_string()),
                 },
             )]),
+            cors_origins: Vec::new(),
+            guests: GuestConfig::default(),
         }
     }
 }
@@ -186,6 +218,21 @@ impl Validate for ChatRelayConfig {
             600.0,
             "seconds",
         )?;
+        check_range("guests.ttl", self.guests.ttl, 60, 30 * 86_400, "seconds")?;
+        check_range(
+            "guests.per_second",
+            self.guests.per_second,
+            1,
+            100_000,
+            "tokens per second",
+        )?;
+        if let Some(bad) = self.cors_origins.iter().find(|o| !cors_origin_ok(o)) {
+            return Err(Invalid::new(
+                "cors_origins",
+                "origins as scheme://host[:port] (no path), or *",
+                bad,
+            ));
+        }
         if let Some(bad) = self.channels.keys().find(|c| !crate::valid_name(c)) {
             return Err(Invalid::new(
                 "channels",
@@ -206,6 +253,23 @@ impl Validate for ChatRelayConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `origin` is `*` or `http(s)://host[:port]` with nothing after it.
+fn cors_origin_ok(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 #[cfg(test)]
@@ -231,5 +295,19 @@ mod tests {
             yaml_config::from_str::<ChatRelayConfig>(Path::new("c.yaml"), "emotes: [\"a b\"]\n")
                 .expect_err("bad");
         assert_eq!(err.key.as_deref(), Some("emotes"));
+        for bad in [
+            "cors_origins: [\"http://x/page\"]\n",
+            "cors_origins: [\"x.example\"]\n",
+        ] {
+            let err = yaml_config::from_str::<ChatRelayConfig>(Path::new("c.yaml"), bad)
+                .expect_err("bad");
+            assert_eq!(err.key.as_deref(), Some("cors_origins"), "{bad}");
+        }
+        assert!(local.guests.enabled, "make run's page chats as a guest");
+        assert!(
+            local
+                .cors_origins
+                .contains(&"http://127.0.0.1:8080".to_string())
+        );
     }
 }

@@ -17,6 +17,8 @@ pub mod config;
 pub mod emotes;
 pub mod envelope;
 #[cfg(feature = "relay")]
+mod guests;
+#[cfg(feature = "relay")]
 pub mod metrics;
 pub mod protocol;
 #[cfg(feature = "relay")]

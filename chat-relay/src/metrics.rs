@@ -25,6 +25,8 @@ pub struct ChatMetrics {
     pub bus_reconnects: IntCounter,
     /// Messages read back from a room's Redis stream because pub/sub missed them.
     pub gap_fills: IntCounter,
+    /// Guest tokens minted (`POST /v1/guests`).
+    pub guests: IntCounter,
 }
 
 impl ChatMetrics {
@@ -64,7 +66,9 @@ impl ChatMetrics {
                 "chat_gap_fills_total",
                 "Messages read back from Redis streams because pub/sub missed them",
             )?,
+            guests: IntCounter::new("chat_guests_total", "Guest tokens minted")?,
         };
+        registry.register(Box::new(m.guests.clone()))?;
         registry.register(Box::new(m.recoveries.clone()))?;
         registry.register(Box::new(m.bus_reconnects.clone()))?;
         registry.register(Box::new(m.gap_fills.clone()))?;

@@ -15,18 +15,20 @@ use axum::Json;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use futures_util::{SinkExt, StreamExt};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Auth, Refused};
 use crate::backend::{Backend, Change};
 use crate::channels;
 use crate::config::ChatRelayConfig;
 use crate::emotes;
+use crate::guests;
 use crate::metrics::ChatMetrics;
 use crate::protocol::{self, ClientOp, Modes, ServerFrame, User};
 use crate::room::RoomSettings;
@@ -49,6 +51,7 @@ pub struct AppState {
     pub(crate) backend: Backend,
     pub(crate) metrics: ChatMetrics,
     senders: DefaultKeyedRateLimiter<String>,
+    pub(crate) guest_limit: DefaultDirectRateLimiter,
     emotes: HashSet<String>,
 }
 
@@ -70,7 +73,11 @@ impl AppState {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(burst))
             .allow_burst(burst);
+        let guests = NonZeroU32::new(config.guests.per_second).unwrap_or(NonZeroU32::MIN);
+        let guest_burst = NonZeroU32::new(guests.get().saturating_mul(2)).unwrap_or(guests);
+        let guest_quota = Quota::per_second(guests).allow_burst(guest_burst);
         Arc::new(Self {
+            guest_limit: RateLimiter::direct(guest_quota),
             auth: Auth::new(&config.jwt_secret, &config.admin_token),
             emotes: config.emotes.iter().cloned().collect(),
             backend,
@@ -83,8 +90,10 @@ impl AppState {
 
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
+    let cors = cors(&state.config.cors_origins);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/guests", post(guests::sign_in))
         .route("/v1/rooms/{stream}/ws", get(websocket))
         .route("/v1/rooms/{stream}/messages", get(history))
         .route("/v1/rooms/{stream}/messages/{id}", delete(delete_message))
@@ -108,7 +117,25 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/channels/{channel}/subscription",
             post(channels::subscribe).delete(channels::unsubscribe),
         )
+        .layer(cors)
         .with_state(state)
+}
+
+/// CORS for the REST calls of the pages at `origins` (`*`: any page): bearer tokens in
+/// `Authorization`, JSON bodies; preflights are remembered for 10 minutes.
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(AllowOrigin::any());
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    layer.allow_origin(AllowOrigin::list(list))
 }
 
 /// Serves `state` on `listen` until `shutdown` resolves.

@@ -48,6 +48,32 @@ pub struct EdgeConfig {
     pub upstream: UpstreamConfig,
     /// Signed playback URLs.
     pub signing: SigningConfig,
+    /// The watch page.
+    pub web: WebConfig,
+}
+
+/// `web:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve the watch page at `/` and `/watch/{stream}`, and its files under `/assets/`.
+    pub enabled: bool,
+    /// The page's directory: `index.html`, `watch.js`, `watch.css`, and hls.js under
+    /// `node_modules` (`npm ci` there). Relative paths are from the working directory.
+    pub root: PathBuf,
+    /// The chat relay's base URL as players' browsers reach it (`http://` or `https://`);
+    /// empty hides the chat panel.
+    pub chat_url: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            root: PathBuf::from("web"),
+            chat_url: String::new(),
+        }
+    }
 }
 
 /// `tls:`.
@@ -163,6 +189,7 @@ impl Default for EdgeConfig {
             cache: CacheConfig::default(),
             upstream: UpstreamConfig::default(),
             signing: SigningConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -234,6 +261,18 @@ impl Validate for EdgeConfig {
             check_host_port("shield", shield)?;
         }
         check_range("threads", self.threads, 1, 256, "threads")?;
+        let chat = &self.web.chat_url;
+        let scheme_ok = chat.is_empty()
+            || ((chat.starts_with("http://") || chat.starts_with("https://"))
+                && chat.len() <= 512
+                && !chat.chars().any(|c| c.is_whitespace() || c.is_control()));
+        if !scheme_ok {
+            return Err(Invalid::new(
+                "web.chat_url",
+                "empty, or an http:// or https:// URL",
+                chat,
+            ));
+        }
         check_range(
             "max_header_bytes",
             self.max_header_bytes,

@@ -9,7 +9,7 @@
 //! to every other request for the key while it arrives, then keeps it, bounded by bytes.
 //! [`http3`] serves HTTP/3 through the same proxy and cache.
 //! [`signing`] checks signed playback URLs and hands signatures on to playlist URIs;
-//! [`upstream`] keeps the origins in priority order with their health; [`admission`] bounds the
+//! [`web`] is the watch page the edge serves itself; [`upstream`] keeps the origins in priority order with their health; [`admission`] bounds the
 //! open connections; [`config`] is the YAML file; [`metrics`] what it counts; [`server`] puts
 //! the services together.
 
@@ -29,3 +29,4 @@ pub mod signing;
 #[cfg(feature = "proxy")]
 pub mod storage;
 pub mod upstream;
+pub mod web;

@@ -3,7 +3,8 @@
 //!
 //! 1. `request_filter`: method and target checks ([`crate::request`]) and, when signing is on,
 //!    the signature ([`crate::signing`]); refused requests are answered 400/403/405 before any
-//!    cache or upstream work.
+//!    cache or upstream work. The watch page's own paths are answered here from memory
+//!    ([`crate::web`]).
 //! 2. `request_cache_filter`: every cacheable request enables the cache and the cache lock,
 //!    whatever its kind: blocking playlists and hinted parts coalesce like everything else.
 //!    No predictor: one uncacheable answer never turns coalescing off for a key.
@@ -45,6 +46,7 @@ use crate::request::{self, CacheRequest, ObjectKind};
 use crate::signing;
 use crate::storage::MediaCache;
 use crate::upstream::Origins;
+use crate::web::{self, WebPage};
 
 /// gzip level for playlists on the way out (fast; playlists are a few kilobytes).
 const COMPRESSION_LEVEL: u32 = 4;
@@ -93,6 +95,8 @@ pub struct Edge {
     keepalive_timeout: u64,
     /// `Alt-Svc` for answers over TCP when HTTP/3 is served.
     alt_svc: Option<String>,
+    /// The watch page, when served.
+    web: Option<WebPage>,
 }
 
 impl Edge {
@@ -132,6 +136,7 @@ impl Edge {
                     config.http3.alt_svc_max_age
                 )
             }),
+            web: WebPage::load(&config.web),
             signing: config
                 .signing
                 .key
@@ -174,6 +179,34 @@ impl Edge {
         resp.insert_header("content-length", body.len())?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+
+    /// Answers a file of the watch page (`304` when the player has it already).
+    async fn serve_page(&self, session: &mut Session, asset: web::Asset) -> Result<bool> {
+        let req = session.req_header();
+        let head = req.method == "HEAD";
+        let unchanged = web::not_modified(
+            req.headers
+                .get("if-none-match")
+                .and_then(|v| v.to_str().ok()),
+            &asset.etag,
+        );
+        let status = if unchanged { 304 } else { 200 };
+        let mut resp = ResponseHeader::build(status, Some(5))?;
+        resp.insert_header("content-type", asset.content_type)?;
+        resp.insert_header("cache-control", asset.cache_control)?;
+        resp.insert_header("etag", asset.etag.as_str())?;
+        resp.insert_header("x-content-type-options", "nosniff")?;
+        if unchanged {
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        }
+        resp.insert_header("content-length", asset.body.len())?;
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session.write_response_body(Some(asset.body), true).await?;
+        }
         Ok(true)
     }
 
@@ -288,6 +321,14 @@ impl ProxyHttp for Edge {
         let method = req.method.as_str();
         if !matches!(method, "GET" | "HEAD" | "OPTIONS") {
             return self.refuse(session, 405, "method not allowed").await;
+        }
+        let page = self.web.as_ref().filter(|_| method != "OPTIONS");
+        if let Some(asset) = page.and_then(|w| w.get(req.uri.path())) {
+            ctx.request = Some(CacheRequest {
+                kind: ObjectKind::Page,
+                key: req.uri.path().to_string(),
+            });
+            return self.serve_page(session, asset.clone()).await;
         }
         let read = request::read(req.uri.path(), req.uri.query());
         match read {

@@ -33,6 +33,8 @@ pub enum ObjectKind {
     Api,
     /// Anything else under `/live/` or elsewhere: proxied with the origin's own cache policy.
     Other,
+    /// A file of the watch page, answered by the edge itself.
+    Page,
 }
 
 impl ObjectKind {
@@ -47,11 +49,12 @@ impl ObjectKind {
             ObjectKind::Init => "init",
             ObjectKind::Api => "api",
             ObjectKind::Other => "other",
+            ObjectKind::Page => "page",
         }
     }
 
     /// Every kind, for metrics set-up.
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 9] = [
         ObjectKind::Multivariant,
         ObjectKind::BlockingPlaylist,
         ObjectKind::Playlist,
@@ -60,6 +63,7 @@ impl ObjectKind {
         ObjectKind::Init,
         ObjectKind::Api,
         ObjectKind::Other,
+        ObjectKind::Page,
     ];
 
     /// Whether this kind is a playlist (its URIs carry a player's signature on).
@@ -72,7 +76,7 @@ impl ObjectKind {
 
     /// Whether the edge caches (and coalesces) this kind.
     pub fn cacheable(self) -> bool {
-        !matches!(self, ObjectKind::Api)
+        !matches!(self, ObjectKind::Api | ObjectKind::Page)
     }
 }
 

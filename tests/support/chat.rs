@@ -50,8 +50,14 @@ pub struct ChatRelay {
 impl ChatRelay {
     /// Starts a relay with `extra` YAML appended to a config that sets its ports and database.
     pub fn start(extra: &str) -> ChatRelay {
+        ChatRelay::start_on(free_port(), extra)
+    }
+
+    /// Like [`ChatRelay::start`], listening on `port` (one chosen before, for a config that
+    /// names the relay).
+    pub fn start_on(port: u16, extra: &str) -> ChatRelay {
         let scratch = Scratch::new("chat");
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let http: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let db = scratch.0.join("chat.sqlite");
         let config = scratch.file(

@@ -225,11 +225,16 @@ fn filter_value(s: &str) -> String {
     out
 }
 
+/// The test pattern with the wall clock (UTC, to the millisecond, as each frame is made)
+/// burned in: the latency probe. The origin dates a generated stream's segments from the
+/// run's start, so the program date-time of a frame is the clock in its picture, less
+/// ffmpeg's start-up (about 0.15 s on a 2-core machine), and a player's now − PDT of the
+/// frame on screen is its glass-to-glass latency (high by that start-up, never low).
 fn test_pattern_video(p: &TestPattern, fps: u32) -> String {
     let font = font_option(&p.font);
     let size = (p.height / 12).max(12);
     format!(
-        "testsrc2=size={w}x{h}:rate={fps},drawtext={font}fontsize={size}:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw={b}:x=(w-tw)/2:y=h-th-{m}:text='%{{gmtime\\:%X}} UTC'",
+        "testsrc2=size={w}x{h}:rate={fps},drawtext={font}fontsize={size}:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw={b}:x=(w-tw)/2:y=h-th-{m}:text='%{{gmtime\\:%X.%3N}} UTC'",
         w = p.width,
         h = p.height,
         b = size / 4,
