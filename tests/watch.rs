@@ -104,6 +104,14 @@ fn check(report: &Value, protocol: &str) {
         report["protocol"], protocol,
         "the page came over {protocol}"
     );
+    assert_eq!(
+        report["playerOnList"], false,
+        "the list page shows no player"
+    );
+    assert_eq!(
+        report["bannerAtStart"], false,
+        "no empty announcement banner"
+    );
 
     let startup = num(&report["startupMs"]);
     assert!(startup <= 3000.0, "playback started in {startup} ms");

@@ -84,10 +84,13 @@ async function openFromList(page, base, stream, report) {
   const link = page.locator(`a.stream[data-stream="${stream}"]`);
   await link.waitFor({ timeout: 20000 });
   report.listed = true;
+  // What is hidden stays hidden: the list page shows no player, the player no empty banner.
+  report.playerOnList = await page.locator('#watch').isVisible();
   await Promise.all([page.waitForURL(`**/watch/${stream}`), link.click()]);
   report.protocol = await protocolOf(page);
   await until('playback to start', 20000, async () => (await stats(page)).startupMs !== null);
   report.startupMs = (await stats(page)).startupMs;
+  report.bannerAtStart = await page.locator('#banner').isVisible();
 }
 
 async function e2e(base, chatBase, admin, out, stream) {
