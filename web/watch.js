@@ -490,8 +490,10 @@
     stats: () => {
       const video = $('video');
       const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : {};
+      // The sample lists stay out (samples() has them): this is polled often.
+      const { latency, glassToGlass, ...rest } = stats;
       return {
-        ...stats,
+        ...rest,
         stallMs: Math.round(stats.stallMs + (stallStart !== null ? performance.now() - stallStart : 0)),
         currentTime: video.currentTime,
         paused: video.paused,
@@ -501,8 +503,8 @@
         decodedFrames: quality.totalVideoFrames ?? null,
         droppedFrames: quality.droppedVideoFrames ?? null,
         autoLevel: window.corral.hls ? window.corral.hls.autoLevelEnabled : stats.autoLevel,
-        latency: stats.latency.slice(-1)[0] ?? null,
-        glassToGlass: stats.glassToGlass.slice(-1)[0] ?? null,
+        latency: latency[latency.length - 1] ?? null,
+        glassToGlass: glassToGlass[glassToGlass.length - 1] ?? null,
       };
     },
     samples: () => ({ latency: stats.latency.slice(), glassToGlass: stats.glassToGlass.slice() }),

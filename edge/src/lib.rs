@@ -9,9 +9,9 @@
 //! to every other request for the key while it arrives, then keeps it, bounded by bytes.
 //! [`http3`] serves HTTP/3 through the same proxy and cache.
 //! [`signing`] checks signed playback URLs and hands signatures on to playlist URIs;
-//! [`web`] is the watch page the edge serves itself; [`upstream`] keeps the origins in priority order with their health; [`admission`] bounds the
-//! open connections; [`config`] is the YAML file; [`metrics`] what it counts; [`server`] puts
-//! the services together.
+//! [`web`] is the watch page the edge serves itself; [`upstream`] keeps the origins in
+//! priority order with their health; [`admission`] bounds the open connections; [`config`] is
+//! the YAML file; [`metrics`] what it counts; [`server`] puts the services together.
 
 #[cfg(feature = "proxy")]
 pub mod admission;

@@ -183,7 +183,7 @@ impl Edge {
     }
 
     /// Answers a file of the watch page (`304` when the player has it already).
-    async fn serve_page(&self, session: &mut Session, asset: web::Asset) -> Result<bool> {
+    async fn serve_page(&self, session: &mut Session, asset: &web::Asset) -> Result<bool> {
         let req = session.req_header();
         let head = req.method == "HEAD";
         let unchanged = web::not_modified(
@@ -205,7 +205,9 @@ impl Edge {
         resp.insert_header("content-length", asset.body.len())?;
         session.write_response_header(Box::new(resp), head).await?;
         if !head {
-            session.write_response_body(Some(asset.body), true).await?;
+            session
+                .write_response_body(Some(asset.body.clone()), true)
+                .await?;
         }
         Ok(true)
     }
@@ -328,7 +330,7 @@ impl ProxyHttp for Edge {
                 kind: ObjectKind::Page,
                 key: req.uri.path().to_string(),
             });
-            return self.serve_page(session, asset.clone()).await;
+            return self.serve_page(session, asset).await;
         }
         let read = request::read(req.uri.path(), req.uri.query());
         match read {

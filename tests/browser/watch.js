@@ -267,7 +267,6 @@ async function bench(base, seconds, out, stream) {
   const a = await viewer(browser, 'bench', { width: 1280, height: 720 });
   try {
     await openFromList(a.page, base, stream, report);
-    await a.page.evaluate(() => { window.corral.samples(); });
     const t0 = Date.now();
     const startStalls = (await stats(a.page)).stalls;
     while (Date.now() - t0 < seconds * 1000) await sleep(1000);
