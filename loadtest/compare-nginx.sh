@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Corral's edge against nginx (Debian's package, proxy_cache with proxy_cache_lock on) in front
 # of the same origin, in one run, on the same herds and the same cache-hit load:
-#   1. herds (`loadtest --herd N`): N players at once on the next hinted part, the next
+#   1. herds (`loadtest herd URL -n N`): N players at once on the next hinted part, the next
 #      blocking playlist and an unrequested segment; requests that reached the origin (counted
 #      by the origin) and the waiters' extra latency over the first answer;
 #   2. cache-hit requests/s with wrk (HTTP/1.1 keep-alive) for the multivariant playlist
@@ -119,12 +119,12 @@ echo "== herds: $CLIENTS players each, $ROUNDS rounds per server"
 for round in $(seq "$ROUNDS"); do
     for server in edge:$EDGE nginx:$NGINX; do
         name=${server%%:*} addr=${server#*:}
-        target/release/loadtest --url "http://$addr$PLAYLIST" --herd "$CLIENTS" \
+        target/release/loadtest herd "http://$addr$PLAYLIST" -n "$CLIENTS" --rounds 1 --format json \
             --origin-metrics "http://$ORIGIN_METRICS/metrics" >"$out/herd-$name-$round.json"
         python3 - "$name" "$round" "$out/herd-$name-$round.json" <<'PY'
 import json, sys
 name, round_, path = sys.argv[1:]
-for r in json.load(open(path)):
+for r in json.load(open(path))["herds"]:
     print(f"herd {name} round {round_} {r['object']}: ok {r['ok']}/{r['clients']}, origin requests {r['origin_requests']}, "
           f"leader {r['leader_ms']:.1f} ms, waiters woken after the leader p50 {r['wake_p50_ms']:.2f} ms "
           f"p99 {r['wake_p99_ms']:.2f} ms max {r['wake_max_ms']:.2f} ms; last byte after the leader's "

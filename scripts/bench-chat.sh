@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Chat fan-out: one room with CONNECTIONS read-only receivers (each count in COUNTS, a fresh
 # relay for each) and SENDERS senders sending RATE messages/s in all for SECONDS; prints each
-# run's JSON (loadtest --chat), then a markdown table for BENCHMARKS.md: receivers held,
+# run's JSON (loadtest chat), then a markdown table for BENCHMARKS.md: receivers held,
 # deliveries/s, delivery latency (send to receive, one clock), losses, the relay's resident
 # memory per connection and its CPU while sending, and the clients' CPU: they run on the same
 # machine as the relay, spread over worker processes (the open-file limit is per process) and
@@ -71,7 +71,7 @@ YAML
 
     # The ramp (n / CONNECT_RATE s), the run, the settle time and a minute to spare.
     limit=$((n / CONNECT_RATE + SECONDS_EACH + 60))
-    if timeout "$limit" "$loadtest" --chat "ws://127.0.0.1:$port/v1/rooms/bench/ws" \
+    if timeout "$limit" "$loadtest" chat "ws://127.0.0.1:$port/v1/rooms/bench/ws" --format json \
         --connections "$n" --senders "$SENDERS" --rate "$RATE" --duration "$SECONDS_EACH" \
         --source-addrs "$SOURCES" --connect-rate "$CONNECT_RATE" --server-pid "$relay_pid" \
         >"$out/run-$n.json"; then

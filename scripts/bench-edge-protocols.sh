@@ -3,7 +3,7 @@
 # whose few hundred bytes leave mostly the per-request cost) fetched from the edge over
 # HTTP/1.1 (plain and TLS), HTTP/2 and HTTP/3, alternating ROUNDS times for SECONDS each, CONNECTIONS clients with
 # one request in flight each; prints each run's requests/s, latency and the edge's CPU time per
-# request (from /proc), then the medians, for BENCHMARKS.md. The clients (loadtest --hits)
+# request (from /proc), then the medians, for BENCHMARKS.md. The clients (loadtest hits)
 # run on the same machine; the origin runs a one-rung ladder to leave the cores to the edge.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +66,7 @@ for round in $(seq "$ROUNDS"); do
             name=${run%%:*}
             base=${run#*:}
             protocol=${name%tls}
-            "$loadtest" --hits "$protocol" --url "$base$path" --duration "$SECONDS_EACH" \
+            "$loadtest" hits "$base$path" --protocol "$protocol" --duration "$SECONDS_EACH" --format json \
                 --connections "$CONNECTIONS" --ca "$out/edge.crt" --server-pid "$edge_pid" 2>/dev/null \
                 | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(name='$name', object='$kind'); print(json.dumps(r))" \
                 | tee -a "$out/runs.jsonl" >&2

@@ -37,7 +37,7 @@ for _ in $(seq 100); do
 done
 curl -sf "http://$HTTP/live/demo/master.m3u8" >/dev/null
 curl -sf "http://$METRICS/metrics" >"$out/metrics-before.txt"
-"$loadtest" --url "http://$HTTP/live/demo/720p/index.m3u8" --viewers "$VIEWERS" --duration "$WATCH" 2>/dev/null >"$out/viewers.json"
+"$loadtest" viewers "http://$HTTP/live/demo/master.m3u8" -n "$VIEWERS" --duration "$WATCH" --rendition 720p --format json 2>/dev/null >"$out/viewers.json"
 curl -sf "http://$METRICS/metrics" >"$out/metrics-after.txt"
 grep -E '^(VmRSS|VmHWM)' "/proc/$pid/status" >"$out/origin-rss.txt"
 ffmpeg_pid=$(pgrep -P "$pid" | head -1)

@@ -62,18 +62,17 @@ print(f"Live, conf/local.yaml, {viewers} LL-HLS viewers on 720p for {watch} s:")
 print()
 print("| measure | p50 | p99 | max | samples |")
 print("|---|---|---|---|---|")
-for key, label in (("cadence", "part cadence (client, between playlists bringing a new part)"),
-                   ("playlist_lag", "playlist lag (client: media end -> playlist listing the part)"),
-                   ("part_lag", "part lag (client: media end -> part's last byte)"),
-                   ("blocking", "blocking reload held (client)")):
-    q = v[key]
-    print(f"| {label} | {q['p50_ms']:.1f} ms | {q['p99_ms']:.1f} ms | {q['max_ms']:.1f} ms | {q['count']} |")
+for q, label in ((v["playlist_lag_us"], "playlist lag (client: media end -> playlist listing the part)"),
+                 (v["part_lag_us"], "part lag (client: media end -> hinted part's last byte)"),
+                 (v["by_kind"]["blocking_playlist"]["latency_us"], "blocking reload held (client)")):
+    print(f"| {label} | {q['p50'] / 1000:.1f} ms | {q['p99'] / 1000:.1f} ms | {q['max'] / 1000:.1f} ms | {q['count']} |")
 print(f"| publish lag (server histogram, interpolated) | {quantile(lag, 0.5) * 1000:.1f} ms | "
       f"{quantile(lag, 0.99) * 1000:.1f} ms | | {int(lag[-1][1])} |")
 print(f"| blocking wake-up delay (server histogram, interpolated) | {quantile(wake, 0.5) * 1000:.2f} ms | "
       f"{quantile(wake, 0.99) * 1000:.2f} ms | | {int(wake[-1][1])} |")
 print()
-print(f"Blocking statuses: {v['statuses']}; parts fetched: {v['parts']}; errors: {v['errors'] or 'none'}")
+print(f"Blocking statuses: {v['by_kind']['blocking_playlist']['statuses']}; parts fetched: {v['by_kind']['part']['requests']}; "
+      f"stalls: {v['stalls']}; errors: {v['errors'] or 'none'}")
 rss = dict(line.split(":") for line in (out / "origin-rss.txt").read_text().splitlines())
 ff = (out / "ffmpeg-rss.txt").read_text().split(":")[-1].strip() if (out / "ffmpeg-rss.txt").exists() else "?"
 print(f"Origin RSS with one stream: {rss['VmRSS'].strip()} (peak {rss['VmHWM'].strip()}); its ffmpeg child: {ff}")

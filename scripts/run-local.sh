@@ -48,7 +48,7 @@ cat <<MSG
                    http://127.0.0.1:9103/metrics (chat relay)
 
   Try: ffplay http://127.0.0.1:8080/live/demo/master.m3u8
-       target/release/loadtest --duration 20     (an LL-HLS viewer measuring latency)
+       target/release/loadtest viewers -n 50 --duration 20s   (50 simulated LL-HLS players)
 
 MSG
 "$bin" --config "$config" &

@@ -437,9 +437,9 @@ async fn a_full_node_refuses_new_connections_until_one_leaves() {
 async fn the_chat_load_generator_counts_every_delivery() {
     let relay = ChatRelay::start("rate_burst: 10000\nrate_period: 1.0\n");
     let out = tokio::process::Command::new(corral_e2e::binary("loadtest"))
-        .args(["--chat", &relay.ws_url("bench", None)])
+        .args(["chat", &relay.ws_url("bench", None)])
         .args(["--connections", "50", "--senders", "2", "--rate", "20"])
-        .args(["--duration", "2", "--settle", "2"])
+        .args(["--duration", "2s", "--settle", "2s", "--format", "json"])
         .output()
         .await
         .expect("loadtest runs");

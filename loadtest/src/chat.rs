@@ -1,4 +1,4 @@
-//! `loadtest --chat`: one chat room under load, measured as its chatters see it.
+//! `loadtest chat`: one chat room under load, measured as its chatters see it.
 //!
 //! The run, in order: `senders` users connect with signed tokens (`sender`); `connections`
 //! read-only receivers connect at a bounded rate, spread over worker processes ([`receiver`])
@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -88,8 +88,10 @@ pub fn default_workers(connections: usize) -> usize {
 }
 
 /// The outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatReport {
+    /// `chat`: tells this report from the other modes'.
+    pub scenario: String,
     /// The room.
     pub url: String,
     /// Receiving connections asked for.
@@ -312,6 +314,7 @@ pub async fn run(plan: &ChatPlan) -> anyhow::Result<ChatReport> {
     let acked = sending.acked.lock();
     let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
     Ok(ChatReport {
+        scenario: "chat".into(),
         url: plan.url.clone(),
         connections: plan.connections,
         workers: plan.workers,
@@ -388,17 +391,17 @@ async fn unless_interrupted<F: Future>(
 async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
     let uri: http::Uri = url
         .parse()
-        .with_context(|| format!("--chat {url}: not a URL"))?;
+        .with_context(|| format!("chat {url}: not a URL"))?;
     if uri.scheme_str() != Some("ws") {
-        bail!("--chat {url}: expected a ws://HOST:PORT/v1/rooms/ROOM/ws URL");
+        bail!("chat {url}: expected a ws://HOST:PORT/v1/rooms/ROOM/ws URL");
     }
     let host = uri.host().context("the URL has no host")?;
     let port = uri.port_u16().unwrap_or(80);
     tokio::net::lookup_host((host, port))
         .await
-        .with_context(|| format!("--chat {url}: cannot resolve {host}"))?
+        .with_context(|| format!("chat {url}: cannot resolve {host}"))?
         .next()
-        .with_context(|| format!("--chat {url}: {host} has no address"))
+        .with_context(|| format!("chat {url}: {host} has no address"))
 }
 
 /// Opens a WebSocket to `url` at `server`, from `source` when given; the error as a short
@@ -453,7 +456,7 @@ fn rss_kb(pid: u32) -> Option<u64> {
     tally::vm_rss_kb(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
-/// A worker process, as the parent sees it: this same binary run with `--chat-worker`.
+/// A worker process, as the parent sees it: this same binary run as `loadtest chat-worker`.
 struct WorkerProcess {
     index: usize,
     child: Child,
@@ -467,7 +470,7 @@ impl WorkerProcess {
         let exe = std::env::current_exe().context("cannot find this program to start workers")?;
         let mut command = tokio::process::Command::new(exe);
         command
-            .arg("--chat-worker")
+            .arg("chat-worker")
             .arg(&plan.url)
             .arg("--connections")
             .arg(share.to_string())

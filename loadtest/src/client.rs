@@ -49,8 +49,15 @@ pub struct HttpClient {
 impl HttpClient {
     /// A client whose requests give up after `timeout`.
     pub fn new(timeout: Duration) -> Self {
+        Self::with_source(timeout, None)
+    }
+
+    /// A client whose connections go out from local address `source` (when one address has
+    /// too few ephemeral ports for a load), and whose requests give up after `timeout`.
+    pub fn with_source(timeout: Duration, source: Option<std::net::IpAddr>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_local_address(source);
         Self {
             inner: Client::builder(TokioExecutor::new()).build(connector),
             timeout,

@@ -1,4 +1,4 @@
-//! The loadtest's config file (`conf/loadtest.yaml`).
+//! The viewer swarm's config file (`conf/loadtest.yaml`); `loadtest viewers` flags override it.
 
 use serde::Deserialize;
 use yaml_config::{Invalid, Validate, check_range};
@@ -9,14 +9,20 @@ use yaml_config::{Invalid, Validate, check_range};
 pub struct LoadtestConfig {
     /// Log filter; `RUST_LOG` overrides.
     pub log_level: String,
-    /// The media playlist the viewers follow.
+    /// The multivariant playlist the players watch.
     pub url: String,
-    /// Concurrent viewers.
+    /// Players, all worker processes together.
     pub viewers: usize,
-    /// Seconds to watch.
+    /// Seconds to watch once every player has started.
     pub duration: f64,
-    /// Whether viewers fetch the preload-hinted part with each blocking reload.
-    pub fetch_parts: bool,
+    /// Seconds over which the players start, evenly.
+    pub ramp_up: f64,
+    /// `auto` (by measured throughput) or a rendition's name.
+    pub rendition: String,
+    /// Whether players load the audio rendition too.
+    pub audio: bool,
+    /// Whether players ask for delta updates when the server offers them.
+    pub delta: bool,
     /// Seconds before one request is abandoned.
     pub request_timeout: f64,
 }
@@ -24,11 +30,14 @@ pub struct LoadtestConfig {
 impl Default for LoadtestConfig {
     fn default() -> Self {
         Self {
-            log_level: "info".to_string(),
-            url: "http://127.0.0.1:8081/live/demo/720p/index.m3u8".to_string(),
+            log_level: "warn".to_string(),
+            url: "http://127.0.0.1:8080/live/demo/master.m3u8".to_string(),
             viewers: 1,
             duration: 30.0,
-            fetch_parts: true,
+            ramp_up: 0.0,
+            rendition: "auto".to_string(),
+            audio: true,
+            delta: true,
             request_timeout: 10.0,
         }
     }
@@ -37,12 +46,11 @@ impl Default for LoadtestConfig {
 impl Validate for LoadtestConfig {
     fn validate(&self) -> Result<(), Invalid> {
         match self.url.parse::<http::Uri>() {
-            Ok(u)
-                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {}
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
             _ => {
                 return Err(Invalid::new(
                     "url",
-                    "an http:// or https:// URL of a media playlist",
+                    "an http:// URL of a multivariant playlist",
                     &self.url,
                 ));
             }
@@ -51,10 +59,18 @@ impl Validate for LoadtestConfig {
             "viewers",
             self.viewers,
             1,
-            5000,
-            "a count (one process; spread larger swarms over several)",
+            1_000_000,
+            "a count (spread over worker processes)",
         )?;
-        check_range("duration", self.duration, 1.0, 86_400.0, "seconds")?;
+        check_range("duration", self.duration, 0.1, 86_400.0, "seconds")?;
+        check_range("ramp_up", self.ramp_up, 0.0, 3_600.0, "seconds")?;
+        if self.rendition.is_empty() || self.rendition.contains('/') {
+            return Err(Invalid::new(
+                "rendition",
+                "auto or a rendition's name (720p)",
+                &self.rendition,
+            ));
+        }
         check_range(
             "request_timeout",
             self.request_timeout,

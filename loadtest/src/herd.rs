@@ -6,7 +6,8 @@
 //! 2. the blocking playlist that will list the part after it;
 //! 3. a segment nobody has asked for yet (the newest complete one).
 //!
-//! For each herd it reports how many requests the origin received for that kind of object
+//! The three herds are repeated `rounds` times, each round on the next new part. For each
+//! herd it reports how many requests the origin received for that kind of object
 //! (from the origin's own metrics, not the cache's), the leader's time (the first answer) and
 //! how much later than the leader the others got their answer's headers (the cost of waiting
 //! on a shared fetch: how soon a waiter is woken) and their last byte (which adds the time to
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use http::Uri;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use crate::client::{Fetched, HttpClient};
@@ -30,6 +31,8 @@ pub struct HerdPlan {
     pub playlist: Uri,
     /// Players per herd.
     pub clients: usize,
+    /// Rounds of the three herds.
+    pub rounds: usize,
     /// The origin's Prometheus endpoint, to count what reached it.
     pub origin_metrics: Option<Uri>,
     /// Time limit of one request.
@@ -37,10 +40,12 @@ pub struct HerdPlan {
 }
 
 /// One herd's outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HerdResult {
+    /// The round, from 1.
+    pub round: usize,
     /// `hinted_part`, `blocking_playlist` or `segment`.
-    pub object: &'static str,
+    pub object: String,
     /// The URL asked.
     pub url: String,
     /// Players in the herd.
@@ -65,10 +70,134 @@ pub struct HerdResult {
     pub errors: usize,
 }
 
-/// Runs the three herds.
-pub async fn run(plan: &HerdPlan) -> anyhow::Result<Vec<HerdResult>> {
-    let probe = HttpClient::new(plan.timeout);
+/// Every herd of a run, and per object the medians over the rounds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HerdReport {
+    /// `herd`: tells this report from the other modes'.
+    pub scenario: String,
+    /// The media playlist.
+    pub url: String,
+    /// Players per herd.
+    pub clients: usize,
+    /// Every herd, in order.
+    pub herds: Vec<HerdResult>,
+    /// Per object, over the rounds.
+    pub summary: Vec<HerdSummary>,
+}
+
+/// One object's herds over the rounds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HerdSummary {
+    /// `hinted_part`, `blocking_playlist` or `segment`.
+    pub object: String,
+    /// Rounds run.
+    pub rounds: usize,
+    /// Origin requests per herd: the largest of the rounds (1 is the goal).
+    pub origin_requests_max: Option<f64>,
+    /// The median over the rounds of each round's waiter p50, milliseconds.
+    pub wake_p50_ms: f64,
+    /// The median over the rounds of each round's waiter p99, milliseconds.
+    pub wake_p99_ms: f64,
+    /// The median of the rounds' last-byte p99 after the leader's, milliseconds.
+    pub done_p99_ms: f64,
+    /// Failed requests over the rounds.
+    pub errors: usize,
+}
+
+impl HerdReport {
+    /// The report for people.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut o = format!(
+            "herd: {} players per herd on {}
+",
+            self.clients, self.url
+        );
+        for h in &self.herds {
+            let _ = writeln!(
+                o,
+                "  round {} {:<17} ok {}/{}, origin requests {}, leader {:.1} ms, woken after it p50 {:.2} ms p99 {:.2} ms max {:.2} ms, last byte p99 {:.1} ms",
+                h.round,
+                h.object,
+                h.ok,
+                h.clients,
+                h.origin_requests.map_or("?".into(), |n| format!("{n:.0}")),
+                h.leader_ms,
+                h.wake_p50_ms,
+                h.wake_p99_ms,
+                h.wake_max_ms,
+                h.done_p99_ms
+            );
+        }
+        for s in &self.summary {
+            let _ = writeln!(
+                o,
+                "{:<17} over {} rounds: origin requests at most {}, waiters p50 {:.2} ms, p99 {:.2} ms (medians), {} errors",
+                s.object,
+                s.rounds,
+                s.origin_requests_max
+                    .map_or("?".into(), |n| format!("{n:.0}")),
+                s.wake_p50_ms,
+                s.wake_p99_ms,
+                s.errors
+            );
+        }
+        o
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs `rounds` of the three herds.
+pub async fn run(plan: &HerdPlan) -> anyhow::Result<HerdReport> {
+    if !(1..=100_000).contains(&plan.clients) {
+        bail!(
+            "-n: expected 1 to 100,000 players per herd, got {}",
+            plan.clients
+        );
+    }
+    if !(1..=1000).contains(&plan.rounds) {
+        bail!("--rounds: expected 1 to 1000, got {}", plan.rounds);
+    }
     let players = warm_up(plan).await?;
+    let mut herds = Vec::new();
+    for round in 1..=plan.rounds {
+        herds.extend(run_round(plan, &players, round).await?);
+    }
+    let summary = ["hinted_part", "blocking_playlist", "segment"]
+        .iter()
+        .map(|object| {
+            let of: Vec<&HerdResult> = herds.iter().filter(|h| h.object == *object).collect();
+            HerdSummary {
+                object: object.to_string(),
+                rounds: of.len(),
+                origin_requests_max: of.iter().filter_map(|h| h.origin_requests).reduce(f64::max),
+                wake_p50_ms: median(of.iter().map(|h| h.wake_p50_ms).collect()),
+                wake_p99_ms: median(of.iter().map(|h| h.wake_p99_ms).collect()),
+                done_p99_ms: median(of.iter().map(|h| h.done_p99_ms).collect()),
+                errors: of.iter().map(|h| h.errors).sum(),
+            }
+        })
+        .collect();
+    Ok(HerdReport {
+        scenario: "herd".into(),
+        url: plan.playlist.to_string(),
+        clients: plan.clients,
+        herds,
+        summary,
+    })
+}
+
+/// One round: the three herds, each on a new object.
+async fn run_round(
+    plan: &HerdPlan,
+    players: &[HttpClient],
+    round: usize,
+) -> anyhow::Result<Vec<HerdResult>> {
+    let probe = HttpClient::new(plan.timeout);
     let mut results = Vec::new();
 
     let playlist = fetch_playlist(&probe, &plan.playlist).await?;
@@ -77,7 +206,7 @@ pub async fn run(plan: &HerdPlan) -> anyhow::Result<Vec<HerdResult>> {
         .clone()
         .context("the playlist hints no part")?;
     let part_url = resolve(&plan.playlist, &hint)?;
-    results.push(herd(plan, &players, "hinted_part", "part", part_url).await?);
+    results.push(herd(plan, players, round, "hinted_part", "part", part_url).await?);
 
     let playlist = fetch_playlist(&probe, &plan.playlist).await?;
     let hint = playlist
@@ -90,7 +219,8 @@ pub async fn run(plan: &HerdPlan) -> anyhow::Result<Vec<HerdResult>> {
     results.push(
         herd(
             plan,
-            &players,
+            players,
+            round,
             "blocking_playlist",
             "blocking_playlist",
             blocking_url,
@@ -106,7 +236,7 @@ pub async fn run(plan: &HerdPlan) -> anyhow::Result<Vec<HerdResult>> {
         .find_map(|s| s.uri.clone())
         .context("the playlist lists no complete segment")?;
     let segment_url = resolve(&plan.playlist, &segment)?;
-    results.push(herd(plan, &players, "segment", "segment", segment_url).await?);
+    results.push(herd(plan, players, round, "segment", "segment", segment_url).await?);
     Ok(results)
 }
 
@@ -157,6 +287,7 @@ fn resolve(base: &Uri, reference: &str) -> anyhow::Result<Uri> {
 async fn herd(
     plan: &HerdPlan,
     players: &[HttpClient],
+    round: usize,
     object: &'static str,
     origin_kind: &str,
     url: Uri,
@@ -185,7 +316,8 @@ async fn herd(
     let wake = Quantiles::after(&heads[1..], leader);
     let finish = Quantiles::after(&done[1..], first_done);
     Ok(HerdResult {
-        object,
+        round,
+        object: object.to_string(),
         url: url.to_string(),
         clients: players.len(),
         ok,

@@ -17,11 +17,11 @@ use http_body_util::{BodyExt, Empty};
 use parking_lot::Mutex;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 
 /// The protocol to fetch with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// HTTP/1.1, over TLS for an `https` URL.
@@ -52,8 +52,10 @@ pub struct HitsPlan {
 }
 
 /// The outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HitsReport {
+    /// `hits`: tells this report from the other modes'.
+    pub scenario: String,
     /// The protocol.
     pub protocol: Protocol,
     /// Connections and requests in flight on each.
@@ -106,6 +108,29 @@ impl Tally {
     }
 }
 
+impl HitsReport {
+    /// One line for people.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "hits: {:?} × {} connections × {} streams for {:.1} s: {} requests ({:.0}/s, {:.1} MB/s), p50 {:.2} ms, p99 {:.2} ms, {} errors{}",
+            self.protocol,
+            self.connections,
+            self.streams,
+            self.seconds,
+            self.requests,
+            self.requests_per_second,
+            self.bytes_per_second / 1e6,
+            self.p50_ms,
+            self.p99_ms,
+            self.errors,
+            self.server_cpu_us_per_request
+                .map_or(String::new(), |c| format!(
+                    ", server {c:.1} µs CPU per request"
+                ))
+        )
+    }
+}
+
 /// Runs `plan`.
 pub async fn run(plan: &HitsPlan) -> anyhow::Result<HitsReport> {
     if plan.protocol == Protocol::H1 && plan.streams != 1 {
@@ -144,6 +169,7 @@ pub async fn run(plan: &HitsPlan) -> anyhow::Result<HitsReport> {
     let latency = tally.latency.lock();
     let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
     Ok(HitsReport {
+        scenario: "hits".into(),
         protocol: plan.protocol,
         connections: plan.connections,
         streams: plan.streams,

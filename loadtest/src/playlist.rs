@@ -80,6 +80,21 @@ pub struct PlaylistError {
     pub reason: String,
 }
 
+/// A delta update skipped segments that the player's last playlist does not hold (it must
+/// reload the whole playlist).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "delta update skips {skipped} segments from {first}, the last playlist held {held} of them"
+)]
+pub struct DeltaError {
+    /// The first skipped MSN.
+    pub first: u64,
+    /// Segments skipped.
+    pub skipped: u64,
+    /// How many of them the last playlist held.
+    pub held: u64,
+}
+
 fn to_system_time(dt: quick_m3u8::date::DateTime) -> Option<SystemTime> {
     let text = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:06.3}Z",
@@ -211,6 +226,83 @@ impl MediaPlaylist {
         Some((msn.parse().ok()?, part.parse().ok()?))
     }
 
+    /// The part at `(msn, index)`, if listed.
+    pub fn part(&self, (msn, index): (u64, usize)) -> Option<&Part> {
+        self.segments
+            .iter()
+            .find(|s| s.msn == msn)
+            .and_then(|s| s.parts.get(index))
+    }
+
+    /// The position of the part that follows `(msn, index)`: the next index, or the next
+    /// segment's first part once segment `msn` is complete and `index` was its last.
+    ///
+    /// ```
+    /// # use corral_loadtest::playlist::MediaPlaylist;
+    /// let p = MediaPlaylist::parse("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:4\n\
+    /// #EXT-X-PART:DURATION=0.5,URI=\"4.0.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"4.1.m4s\"\n\
+    /// #EXTINF:1.0,\n4.m4s\n#EXT-X-PART:DURATION=0.5,URI=\"5.0.m4s\"\n").unwrap();
+    /// assert_eq!(p.next_after((4, 0)), (4, 1));
+    /// assert_eq!(p.next_after((4, 1)), (5, 0));
+    /// assert_eq!(p.next_after((5, 0)), (5, 1));
+    /// ```
+    pub fn next_after(&self, (msn, index): (u64, usize)) -> (u64, usize) {
+        match self.segments.iter().find(|s| s.msn == msn) {
+            Some(s) if s.uri.is_some() && index + 1 >= s.parts.len() => (msn + 1, 0),
+            _ => (msn, index + 1),
+        }
+    }
+
+    /// Where a low-latency player joins: the independent part at or before the point
+    /// `hold_back` seconds of parts from the live end (the player then loads every part from
+    /// there on); `None` without parts.
+    pub fn live_start(&self, hold_back: f64) -> Option<(u64, usize)> {
+        let positions: Vec<((u64, usize), &Part)> = self
+            .segments
+            .iter()
+            .flat_map(|s| s.parts.iter().enumerate().map(|(i, p)| ((s.msn, i), p)))
+            .collect();
+        let mut behind = 0.0;
+        let mut at = positions.len().checked_sub(1)?;
+        while at > 0 && behind + positions[at].1.duration < hold_back {
+            behind += positions[at].1.duration;
+            at -= 1;
+        }
+        while at > 0 && !(positions[at].1.independent || positions[at].0.1 == 0) {
+            at -= 1;
+        }
+        Some(positions[at].0)
+    }
+
+    /// Completes a delta update (`EXT-X-SKIP`) with the segments it skipped, taken from
+    /// `previous`, the last whole playlist the player holds. A playlist without a skip is
+    /// returned as it is.
+    pub fn apply_delta(mut self, previous: &MediaPlaylist) -> Result<MediaPlaylist, DeltaError> {
+        if self.skipped_segments == 0 {
+            return Ok(self);
+        }
+        let first = self.media_sequence;
+        let skipped = first..first + self.skipped_segments;
+        let kept: Vec<Segment> = previous
+            .segments
+            .iter()
+            .filter(|s| skipped.contains(&s.msn) && s.uri.is_some())
+            .cloned()
+            .collect();
+        if kept.len() as u64 != self.skipped_segments {
+            return Err(DeltaError {
+                first,
+                skipped: self.skipped_segments,
+                held: kept.len() as u64,
+            });
+        }
+        let mut segments = kept;
+        segments.append(&mut self.segments);
+        self.segments = segments;
+        self.skipped_segments = 0;
+        Ok(self)
+    }
+
     /// Wall-clock time at which each listed part's media ends, by (MSN, index), from the
     /// segments' program date-times.
     pub fn part_end_times(&self) -> Vec<((u64, usize), SystemTime)> {
@@ -269,6 +361,49 @@ mod tests {
             ends[1].1.duration_since(start).expect("after").as_millis(),
             666
         );
+    }
+
+    /// The playlist after `LIVE`, as a delta update: segment 10 skipped, 11 complete, 12 begun.
+    const DELTA: &str = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n\
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.0,PART-HOLD-BACK=1.001\n\
+#EXT-X-PART-INF:PART-TARGET=0.33334\n#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-SKIP:SKIPPED-SEGMENTS=1\n\
+#EXT-X-PROGRAM-DATE-TIME:2026-11-22T05:45:09.751Z\n\
+#EXT-X-PART:DURATION=0.33333,URI=\"11.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.33333,URI=\"11.1.m4s\"\n\
+#EXTINF:0.66666,\n11.m4s\n#EXT-X-PART:DURATION=0.33333,URI=\"12.0.m4s\",INDEPENDENT=YES\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"12.1.m4s\"\n";
+
+    #[test]
+    fn a_delta_update_takes_the_skipped_segments_from_the_last_playlist() {
+        let previous = MediaPlaylist::parse(LIVE).expect("valid");
+        let delta = MediaPlaylist::parse(DELTA).expect("valid");
+        assert_eq!(delta.skipped_segments, 1);
+        assert_eq!(delta.segments[0].msn, 11, "numbered after the skip");
+        let whole = delta.apply_delta(&previous).expect("10 is held");
+        assert_eq!(
+            whole.segments.iter().map(|s| s.msn).collect::<Vec<_>>(),
+            [10, 11, 12]
+        );
+        assert_eq!(whole.segments[0].uri.as_deref(), Some("10.m4s"));
+        assert_eq!(whole.skipped_segments, 0);
+        assert_eq!(whole.next_after((11, 1)), (12, 0));
+        assert_eq!(whole.part((12, 0)).map(|p| p.independent), Some(true));
+
+        let stranger = MediaPlaylist::parse(DELTA).expect("valid");
+        let err = MediaPlaylist::parse(DELTA)
+            .expect("valid")
+            .apply_delta(&stranger)
+            .expect_err("a delta does not hold what it skipped");
+        assert_eq!((err.first, err.skipped, err.held), (10, 1, 0));
+    }
+
+    #[test]
+    fn players_join_on_an_independent_part_behind_the_live_end() {
+        let p = MediaPlaylist::parse(LIVE).expect("valid");
+        // 11.0 alone is 0.33 s behind: too little for 1.0 s, and 10.1 is not independent.
+        assert_eq!(p.live_start(1.0), Some((10, 0)));
+        assert_eq!(p.live_start(0.2), Some((11, 0)));
+        assert_eq!(p.live_start(100.0), Some((10, 0)), "as far back as listed");
+        assert_eq!(MediaPlaylist::default().live_start(1.0), None);
     }
 
     #[test]

@@ -1,11 +1,10 @@
-//! A `--chat` worker process: holds its share of the room's receiving connections, opened at a
-//! bounded rate, and counts what they receive. It speaks to the parent in JSON lines on stdout
+//! A `loadtest chat` worker process: holds its share of the room's receiving connections,
+//! opened at a bounded rate, and counts what they receive. It speaks to the parent in JSON lines on stdout
 //! ([`WorkerLine`]: `ready` once its connections are up, `summary` when told to stop) and is
 //! told to stop by a `stop` line on stdin, or by stdin's end (the parent died). Nothing else
 //! may go to stdout; logs go to stderr. Ctrl-C is left to the parent, which asks for the
 //! summary.
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,7 +117,7 @@ pub async fn run_worker(plan: &WorkerPlan) -> anyhow::Result<()> {
     }
     let held = receivers.open.load(Ordering::Relaxed);
     let connect_failures = receivers.tally.lock().connect_failures;
-    say(&WorkerLine::Ready {
+    crate::say_to_parent(&WorkerLine::Ready {
         held,
         connect_failures,
     })?;
@@ -126,21 +125,12 @@ pub async fn run_worker(plan: &WorkerPlan) -> anyhow::Result<()> {
     let mut summary = receivers.tally.lock().clone();
     summary.held_at_start = held;
     summary.held = receivers.open.load(Ordering::Relaxed);
-    say(&WorkerLine::Summary(summary))?;
+    crate::say_to_parent(&WorkerLine::Summary(summary))?;
     let _ = closing_tx.send(true);
     let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
     while receivers.open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(())
-}
-
-/// Writes `line` to the parent.
-fn say(line: &WorkerLine) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, line)?;
-    out.write_all(b"\n")?;
-    out.flush()?;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The senders of `--chat`: users with signed tokens, one connection each, that write the
+//! The senders of `loadtest chat`: users with signed tokens, one connection each, that write the
 //! run's messages (handed out in turn at the run's rate, each stamped with the time it is
 //! written) and count what the relay says back: acks, refusals, closes.
 
