@@ -188,4 +188,29 @@ mod tests {
         assert!(Multivariant::parse(text).is_err());
         assert!(Multivariant::parse("#EXTM3U\n#EXT-X-TARGETDURATION:2\n").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a server sends, the reader answers with variants or an error, never a
+        /// panic; a written ladder reads back as written.
+        #[test]
+        fn any_text_reads_without_panicking(text in "(#EXT[-A-Z:=,\"0-9x]{0,40}\n|[a-z0-9/.]{0,12}\n){0,12}") {
+            let _ = Multivariant::parse(&text);
+        }
+
+        #[test]
+        fn a_written_ladder_reads_back(ladder in proptest::collection::vec((1u64..100_000_000, 16u64..4000), 1..6)) {
+            let mut text = String::from("#EXTM3U\n");
+            for (i, (bandwidth, height)) in ladder.iter().enumerate() {
+                text += &format!("#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={}x{height}\nv{i}/index.m3u8\n", height * 16 / 9);
+            }
+            let m = Multivariant::parse(&text).expect("valid");
+            proptest::prop_assert_eq!(m.variants.len(), ladder.len());
+            for (v, (bandwidth, height)) in m.variants.iter().zip(&ladder) {
+                proptest::prop_assert_eq!(v.bandwidth, *bandwidth);
+                proptest::prop_assert_eq!(v.resolution.map(|r| r.1), Some(*height));
+            }
+            let video = m.video_variants();
+            proptest::prop_assert!(video.windows(2).all(|w| w[0].bandwidth <= w[1].bandwidth));
+        }
+    }
 }
