@@ -1,11 +1,10 @@
 //! A client's view of a multivariant playlist: the variants a player can choose from and the
 //! audio renditions they refer to, parsed with `quick-m3u8` like the media playlists.
 
-use quick_m3u8::config::ParsingOptionsBuilder;
+use quick_m3u8::HlsLine;
 use quick_m3u8::tag::{KnownTag, hls};
-use quick_m3u8::{HlsLine, Reader};
 
-use crate::playlist::PlaylistError;
+use crate::playlist::{PlaylistError, for_each_line};
 
 /// One `EXT-X-STREAM-INF` and its URI.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,22 +57,9 @@ pub struct Multivariant {
 impl Multivariant {
     /// Parses playlist text; a variant without a URI line after it is an error.
     pub fn parse(text: &str) -> Result<Multivariant, PlaylistError> {
-        let mut reader = Reader::from_str(
-            text,
-            ParsingOptionsBuilder::new()
-                .with_parsing_for_all_tags()
-                .build(),
-        );
         let mut out = Multivariant::default();
         let mut pending: Option<Variant> = None;
-        let mut line = 0;
-        loop {
-            line += 1;
-            let item = reader.read_line().map_err(|e| PlaylistError {
-                line,
-                reason: format!("{e:?}"),
-            })?;
-            let Some(item) = item else { break };
+        let line = for_each_line(text, |line, item| {
             match item {
                 HlsLine::KnownTag(KnownTag::Hls(hls::Tag::StreamInf(s))) => {
                     if pending.is_some() {
@@ -115,7 +101,8 @@ impl Multivariant {
                 }
                 _ => {}
             }
-        }
+            Ok(())
+        })?;
         if pending.is_some() {
             return Err(PlaylistError {
                 line,

@@ -95,6 +95,33 @@ pub struct DeltaError {
     pub held: u64,
 }
 
+/// Reads `text` a line at a time with every tag parsed, handing `each` the line's number
+/// (from 1) and what it holds; the first line that cannot be read, or the first error `each`
+/// returns, ends the reading. Returns the number of lines read.
+pub(crate) fn for_each_line<'a>(
+    text: &'a str,
+    mut each: impl FnMut(usize, HlsLine<'a>) -> Result<(), PlaylistError>,
+) -> Result<usize, PlaylistError> {
+    let mut reader = Reader::from_str(
+        text,
+        ParsingOptionsBuilder::new()
+            .with_parsing_for_all_tags()
+            .build(),
+    );
+    let mut line = 0;
+    loop {
+        line += 1;
+        let item = reader.read_line().map_err(|e| PlaylistError {
+            line,
+            reason: format!("{e:?}"),
+        })?;
+        let Some(item) = item else {
+            return Ok(line);
+        };
+        each(line, item)?;
+    }
+}
+
 fn to_system_time(dt: quick_m3u8::date::DateTime) -> Option<SystemTime> {
     let text = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:06.3}Z",
@@ -115,23 +142,10 @@ impl MediaPlaylist {
     /// Parses playlist text. Tags the parser does not know are an error: a player would not
     /// understand them either.
     pub fn parse(text: &str) -> Result<MediaPlaylist, PlaylistError> {
-        let mut reader = Reader::from_str(
-            text,
-            ParsingOptionsBuilder::new()
-                .with_parsing_for_all_tags()
-                .build(),
-        );
         let mut p = MediaPlaylist::default();
         let mut pending = Segment::default();
         let mut map: Option<String> = None;
-        let mut line = 0;
-        loop {
-            line += 1;
-            let item = reader.read_line().map_err(|e| PlaylistError {
-                line,
-                reason: format!("{e:?}"),
-            })?;
-            let Some(item) = item else { break };
+        for_each_line(text, |line, item| {
             match item {
                 HlsLine::KnownTag(KnownTag::Hls(tag)) => match tag {
                     hls::Tag::Version(v) => p.version = Some(v.version()),
@@ -193,7 +207,8 @@ impl MediaPlaylist {
                 }
                 _ => {}
             }
-        }
+            Ok(())
+        })?;
         if !pending.parts.is_empty() {
             pending.msn = p.media_sequence + p.skipped_segments + p.segments.len() as u64;
             pending.map = map;
@@ -303,6 +318,15 @@ impl MediaPlaylist {
         Ok(self)
     }
 
+    /// Wall-clock time at which the part at `(msn, index)` ends: its segment's program
+    /// date-time plus the listed parts up to it; `None` when not listed with a date.
+    pub fn part_end(&self, (msn, index): (u64, usize)) -> Option<SystemTime> {
+        let s = self.segments.iter().find(|s| s.msn == msn)?;
+        let start = s.program_date_time?;
+        let offset: f64 = s.parts.get(..=index)?.iter().map(|p| p.duration).sum();
+        Some(start + Duration::from_secs_f64(offset))
+    }
+
     /// Wall-clock time at which each listed part's media ends, by (MSN, index), from the
     /// segments' program date-times.
     pub fn part_end_times(&self) -> Vec<((u64, usize), SystemTime)> {
@@ -361,6 +385,9 @@ mod tests {
             ends[1].1.duration_since(start).expect("after").as_millis(),
             666
         );
+        assert_eq!(p.part_end((10, 1)), Some(ends[1].1));
+        assert_eq!(p.part_end((11, 0)), Some(ends[2].1));
+        assert_eq!(p.part_end((11, 1)), None, "hinted, not listed");
     }
 
     /// The playlist after `LIVE`, as a delta update: segment 10 skipped, 11 complete, 12 begun.

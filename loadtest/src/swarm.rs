@@ -15,6 +15,7 @@ pub mod player;
 pub mod playout;
 pub mod report;
 pub mod tally;
+mod track;
 
 use std::net::IpAddr;
 use std::process::Stdio;

@@ -20,6 +20,7 @@ use http::Uri;
 use super::abr::{Selection, Throughput, choose};
 use super::playout::Playout;
 use super::tally::{Kind, Observation, error_kind};
+use super::track::{Fetch, Purpose, Slot, Track, hinted, text, with_query};
 use crate::client::resolve;
 use crate::master::Multivariant;
 use crate::playlist::MediaPlaylist;
@@ -85,125 +86,6 @@ pub enum Outcome {
     },
     /// No answer: the error's message.
     Failed(String),
-}
-
-/// A request's slot: free, in flight, or waiting out a back-off.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Slot {
-    Idle,
-    InFlight,
-    /// Try again (for a playlist: a whole reload) at this time.
-    After(Instant),
-}
-
-impl Slot {
-    fn ready(self, now: Instant) -> bool {
-        match self {
-            Slot::Idle => true,
-            Slot::InFlight => false,
-            Slot::After(t) => t <= now,
-        }
-    }
-}
-
-/// What a request in flight was for.
-#[derive(Debug, Clone)]
-enum Purpose {
-    Master,
-    Playlist {
-        track: u64,
-        delta: bool,
-        blocking: bool,
-    },
-    Init {
-        track: u64,
-        uri: String,
-    },
-    Part {
-        track: u64,
-        position: (u64, usize),
-        /// Requested before it was listed (the preload hint): the live edge.
-        hinted: bool,
-    },
-}
-
-/// One media playlist being followed.
-#[derive(Debug, Clone)]
-struct Track {
-    /// Tells this track's answers from those of a track it replaced.
-    id: u64,
-    video: bool,
-    url: Uri,
-    playlist: Option<MediaPlaylist>,
-    /// Join through a blocking request for this position (a rendition report's).
-    join: Option<(u64, usize)>,
-    /// The next part to load.
-    next: Option<(u64, usize)>,
-    /// Media time (seconds since the epoch, by program date-time) where loading began.
-    start: Option<f64>,
-    /// Media time where what is loaded ends.
-    end: Option<f64>,
-    /// The init segment loaded or in flight.
-    init: Option<String>,
-    init_slot: Slot,
-    reload: Slot,
-    part: Slot,
-    failures: u32,
-    /// The last part a playlist listed, for playlist lag.
-    seen: Option<(u64, usize)>,
-    /// When this track was switched to, until its first part.
-    switched_at: Option<Instant>,
-    /// Hinted parts that arrived before a playlist listed them (so their media's end is not
-    /// known yet), with the arrival's wall time.
-    unlisted: Vec<((u64, usize), SystemTime)>,
-}
-
-impl Track {
-    fn new(id: u64, video: bool, url: Uri) -> Self {
-        Self {
-            id,
-            video,
-            url,
-            playlist: None,
-            join: None,
-            next: None,
-            start: None,
-            end: None,
-            init: None,
-            init_slot: Slot::Idle,
-            reload: Slot::Idle,
-            part: Slot::Idle,
-            failures: 0,
-            seen: None,
-            switched_at: None,
-            unlisted: Vec::new(),
-        }
-    }
-
-    fn ended(&self) -> bool {
-        self.playlist.as_ref().is_some_and(|p| {
-            p.ended
-                && self
-                    .next
-                    .is_none_or(|n| p.part(n).is_none() && !hinted(p, n))
-        })
-    }
-}
-
-/// A part that came.
-struct Fetch {
-    position: (u64, usize),
-    hinted: bool,
-    bytes: usize,
-    transfer: Duration,
-}
-
-/// Whether `position` is the playlist's preload hint.
-fn hinted(p: &MediaPlaylist, position: (u64, usize)) -> bool {
-    p.preload_hint
-        .as_deref()
-        .and_then(MediaPlaylist::part_position)
-        .is_some_and(|(m, i)| (m, i as usize) == position)
 }
 
 /// One simulated player.
@@ -429,13 +311,7 @@ impl Player {
         match purpose {
             Purpose::Master => match answer.and_then(|(b, z, _)| text(b, z, kind)) {
                 Ok(text) => self.on_master(&text, now),
-                Err(e) => {
-                    self.observations.push(Observation::Error(e));
-                    self.observations.push(Observation::Retry);
-                    self.master_failures += 1;
-                    let wait = self.backoff(self.master_failures);
-                    self.master_slot = Slot::After(now + wait);
-                }
+                Err(e) => self.retry_master(e, now),
             },
             Purpose::Playlist { track, delta, .. } => {
                 let Some(t) = self.track_index(track) else {
@@ -453,14 +329,12 @@ impl Player {
                 match answer {
                     Ok(_) => self.tracks[t].init_slot = Slot::Idle,
                     Err(e) => {
-                        self.observations.push(Observation::Error(e));
-                        self.observations.push(Observation::Retry);
-                        let wait = self.backoff(1);
+                        let slot = self.retry(e, 1, now);
                         let track = &mut self.tracks[t];
                         if track.init.as_ref() == Some(&uri) {
                             track.init = None;
                         }
-                        track.init_slot = Slot::After(now + wait);
+                        track.init_slot = slot;
                     }
                 }
             }
@@ -483,11 +357,8 @@ impl Player {
                         self.on_part(t, fetch, now, wall)
                     }
                     Err(e) => {
-                        self.observations.push(Observation::Error(e));
-                        self.observations.push(Observation::Retry);
                         self.tracks[t].failures += 1;
-                        let wait = self.backoff(self.tracks[t].failures);
-                        self.tracks[t].part = Slot::After(now + wait);
+                        self.tracks[t].part = self.retry(e, self.tracks[t].failures, now);
                     }
                 }
             }
@@ -497,15 +368,7 @@ impl Player {
     fn on_master(&mut self, text: &str, now: Instant) {
         let master = match Multivariant::parse(text) {
             Ok(m) => m,
-            Err(_) => {
-                self.observations
-                    .push(Observation::Error("master: parse".into()));
-                self.observations.push(Observation::Retry);
-                self.master_failures += 1;
-                let wait = self.backoff(self.master_failures);
-                self.master_slot = Slot::After(now + wait);
-                return;
-            }
+            Err(_) => return self.retry_master("master: parse".into(), now),
         };
         let video = master.video_variants();
         let mut ladder = Vec::new();
@@ -615,12 +478,11 @@ impl Player {
         }
         // Part lag of hinted parts that came before this playlist listed them.
         if !track.unlisted.is_empty() {
-            let ends = playlist.part_end_times();
             track
                 .unlisted
-                .retain(|(pos, arrived)| match ends.iter().find(|(p, _)| p == pos) {
-                    Some((_, end)) => {
-                        let lag = arrived.duration_since(*end).unwrap_or_default();
+                .retain(|(pos, arrived)| match playlist.part_end(*pos) {
+                    Some(end) => {
+                        let lag = arrived.duration_since(end).unwrap_or_default();
                         self.observations.push(Observation::PartLag(lag));
                         false
                     }
@@ -683,11 +545,7 @@ impl Player {
             .map(|p| p.duration)
             .or(playlist.part_target)
             .unwrap_or(0.0);
-        let end = playlist
-            .part_end_times()
-            .into_iter()
-            .find(|(p, _)| *p == fetch.position)
-            .map(|(_, end)| end);
+        let end = playlist.part_end(fetch.position);
         if fetch.hinted {
             match end {
                 Some(end) => {
@@ -774,11 +632,21 @@ impl Player {
     }
 
     fn retry_reload(&mut self, t: usize, error: String, now: Instant) {
+        self.tracks[t].failures += 1;
+        self.tracks[t].reload = self.retry(error, self.tracks[t].failures, now);
+    }
+
+    fn retry_master(&mut self, error: String, now: Instant) {
+        self.master_failures += 1;
+        self.master_slot = self.retry(error, self.master_failures, now);
+    }
+
+    /// Counts a failure, and says when to try again: after the back-off for `failures` in a
+    /// row.
+    fn retry(&mut self, error: String, failures: u32, now: Instant) -> Slot {
         self.observations.push(Observation::Error(error));
         self.observations.push(Observation::Retry);
-        self.tracks[t].failures += 1;
-        let wait = self.backoff(self.tracks[t].failures);
-        self.tracks[t].reload = Slot::After(now + wait);
+        Slot::After(now + self.backoff(failures))
     }
 
     /// The back-off after `failures` in a row: exponential, capped, with full jitter over its
@@ -824,37 +692,11 @@ impl Player {
         std::mem::take(&mut self.observations)
     }
 
-    /// The video rendition playing (its playlist URL).
-    pub fn rendition(&self) -> Option<&Uri> {
-        self.ladder.get(self.current).map(|(u, _)| u)
-    }
-
     /// Stops at `now`: the start-up time (if it played) and every stall.
     pub fn finish(&mut self, now: Instant) -> (Option<Duration>, Vec<Duration>) {
         let stalls = self.playout.finish(now);
         (self.playout.startup_time(), stalls)
     }
-}
-
-/// The body as text, gunzipped when it came compressed.
-fn text(body: Bytes, gzip: bool, kind: Kind) -> Result<String, String> {
-    let bytes = if gzip {
-        crate::gunzip(&body).map_err(|_| format!("{}: bad gzip", kind.name()))?
-    } else {
-        body.to_vec()
-    };
-    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", kind.name()))
-}
-
-/// `url` with `query` in place of its query.
-fn with_query(url: &Uri, query: &str) -> Uri {
-    let text = format!(
-        "{}://{}{}?{query}",
-        url.scheme_str().unwrap_or("http"),
-        url.authority().map_or("", |a| a.as_str()),
-        url.path()
-    );
-    text.parse().unwrap_or_else(|_| url.clone())
 }
 
 #[cfg(test)]
