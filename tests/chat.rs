@@ -358,7 +358,9 @@ async fn bad_input_gets_an_error_or_a_close_and_others_are_unaffected() {
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_dropped_and_others_get_everything() {
     let relay = ChatRelay::start(
-        "send_queue: 4\nrate_burst: 10000\nrate_period: 1.0\nmax_message_chars: 8000\nmax_frame_bytes: 16384\n",
+        // A long write_timeout: the stuck socket must still be open when the test reads it,
+        // however slowly a loaded machine gets there.
+        "send_queue: 4\nrate_burst: 10000\nrate_period: 1.0\nmax_message_chars: 8000\nmax_frame_bytes: 16384\nwrite_timeout: 120\n",
     );
     let url = relay.ws_url("demo", None);
     // A reader with a tiny receive buffer that reads nothing: the relay's socket buffer fills

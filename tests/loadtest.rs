@@ -121,6 +121,8 @@ async fn the_viewer_swarm_watches_through_the_edge_and_the_herd_costs_one_reques
         ])
         .await,
     );
+    // The swarm's last blocking requests are answered before the first herd counts.
+    assert_eq!(herd["origin_quiet"], true, "{herd}");
     let herds = herd["herds"].as_array().expect("herds");
     assert_eq!(herds.len(), 6, "{herd}");
     for h in herds {

@@ -43,6 +43,9 @@ pub struct ChatRelayConfig {
     pub send_queue: usize,
     /// Seconds between pings; a connection that has not answered by the next one is closed.
     pub ping_interval: f64,
+    /// Seconds one frame may take to reach a connection's socket; a client whose socket stays
+    /// full that long (it stopped reading) is disconnected.
+    pub write_timeout: f64,
     /// Milliseconds over which reactions are counted into one frame.
     pub reaction_window_ms: u64,
     /// Seconds between viewer counts.
@@ -124,6 +127,7 @@ impl Default for ChatRelayConfig {
             rate_period: 30.0,
             send_queue: 256,
             ping_interval: 20.0,
+            write_timeout: 10.0,
             reaction_window_ms: 500,
             viewers_interval: 30.0,
             history_page: 100,
@@ -193,6 +197,7 @@ impl Validate for ChatRelayConfig {
         check_range("rate_period", self.rate_period, 0.1, 3600.0, "seconds")?;
         check_range("send_queue", self.send_queue, 1, 100_000, "frames")?;
         check_range("ping_interval", self.ping_interval, 0.1, 600.0, "seconds")?;
+        check_range("write_timeout", self.write_timeout, 0.1, 600.0, "seconds")?;
         check_range(
             "reaction_window_ms",
             self.reaction_window_ms,

@@ -245,25 +245,31 @@ async fn websocket(
 
 type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
 
-/// How long one frame may take to reach the socket. A client that stops reading fills its
-/// socket buffers and then this: its connection is dropped rather than held open forever.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Sends `message`; false when the connection is gone or stalled past [`WRITE_TIMEOUT`].
-async fn write(sink: &mut Sink, message: WsMessage) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
-        Ok(Ok(()))
-    )
+/// A connection's sending half, with how long one frame may take to reach the socket
+/// (`write_timeout`): a client that stops reading fills its socket buffers and then this, and
+/// its connection is dropped rather than held open forever.
+struct Out {
+    sink: Sink,
+    limit: Duration,
 }
 
-/// Closes with `code`.
-async fn close(sink: &mut Sink, code: u16, reason: &str) {
-    let frame = WsMessage::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }));
-    write(sink, frame).await;
+impl Out {
+    /// Sends `message`; false when the connection is gone or stalled past the limit.
+    async fn write(&mut self, message: WsMessage) -> bool {
+        matches!(
+            tokio::time::timeout(self.limit, self.sink.send(message)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Closes with `code`.
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        self.write(frame).await;
+    }
 }
 
 /// The frames a joining client is sent first: the room's modes, then, with `since`, what it
@@ -320,11 +326,15 @@ async fn session(
         .backend
         .hub()
         .join(&room, user.as_ref().map(|u| u.id.clone()));
-    let (mut sink, mut incoming) = socket.split();
+    let (sink, mut incoming) = socket.split();
+    let mut out = Out {
+        sink,
+        limit: Duration::from_secs_f64(state.config.write_timeout),
+    };
     let covered = match greeting(&state, membership.room(), since).await {
         Ok((frames, covered)) => {
             for frame in frames {
-                if !write(&mut sink, WsMessage::Text(frame.into())).await {
+                if !out.write(WsMessage::Text(frame.into())).await {
                     state.metrics.connections.dec();
                     return;
                 }
@@ -333,7 +343,7 @@ async fn session(
         }
         Err(e) => {
             tracing::warn!(%room, error = %e, "cannot greet a connection");
-            close(&mut sink, 1013, "try again later").await;
+            out.close(1013, "try again later").await;
             state.metrics.connections.dec();
             return;
         }
@@ -347,7 +357,7 @@ async fn session(
             frame = membership.rx.recv() => match frame {
                 Some(frame) if frame.offset != 0 && frame.offset <= covered => {}
                 Some(frame) => {
-                    if !write(&mut sink, WsMessage::Text(frame.text.as_ref().into())).await {
+                    if !out.write(WsMessage::Text(frame.text.as_ref().into())).await {
                         break;
                     }
                 }
@@ -355,16 +365,16 @@ async fn session(
             },
             _ = membership.kicked.notified() => {
                 tracing::info!(%room, "slow reader dropped");
-                close(&mut sink, CLOSE_RESYNC, "resync: too slow").await;
+                out.close(CLOSE_RESYNC, "resync: too slow").await;
                 break;
             }
             _ = ping.tick() => {
                 if awaiting_pong {
-                    close(&mut sink, 1011, "ping timeout").await;
+                    out.close(1011, "ping timeout").await;
                     break;
                 }
                 awaiting_pong = true;
-                if !write(&mut sink, WsMessage::Ping(Vec::new().into())).await {
+                if !out.write(WsMessage::Ping(Vec::new().into())).await {
                     break;
                 }
             }
@@ -383,7 +393,7 @@ async fn session(
                         };
                         state.metrics.refused.with_label_values(&[what]).inc();
                         tracing::info!(%room, error = %text, "closing a connection that sent a bad frame");
-                        close(&mut sink, code, what).await;
+                        out.close(code, what).await;
                         break;
                     }
                     Some(Ok(WsMessage::Pong(_))) => {
@@ -400,12 +410,12 @@ async fn session(
                     if reply.contains("\"op\":\"error\"") {
                         errors += 1;
                     }
-                    if !write(&mut sink, WsMessage::Text(reply.into())).await {
+                    if !out.write(WsMessage::Text(reply.into())).await {
                         break;
                     }
                 }
                 if errors > MAX_ERRORS {
-                    close(&mut sink, 1008, "too many refused frames").await;
+                    out.close(1008, "too many refused frames").await;
                     break;
                 }
             }

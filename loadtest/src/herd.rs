@@ -13,6 +13,12 @@
 //! on a shared fetch: how soon a waiter is woken) and their last byte (which adds the time to
 //! send every player its copy through one machine's loopback). Players warm their connection
 //! up on the stream's multivariant playlist, which every cache under test can hold.
+//!
+//! The origin's counters count a request when it is answered, so a blocking request that
+//! another client (a viewer swarm that just ended, a cache's own refill) left in flight would
+//! land in a herd's count. Before the first round the herd waits, up to [`QUIET_WITHIN`], for
+//! the origin to answer nothing for two part durations, and says in the report whether it did:
+//! on an origin with other viewers, the counts are upper bounds.
 
 use std::time::{Duration, Instant};
 
@@ -83,6 +89,10 @@ pub struct HerdReport {
     pub herds: Vec<HerdResult>,
     /// Per object, over the rounds.
     pub summary: Vec<HerdSummary>,
+    /// Whether the origin was quiet before the first round (`None` without its metrics);
+    /// when it was not, other traffic may be in the origin counts.
+    #[serde(default)]
+    pub origin_quiet: Option<bool>,
 }
 
 /// One object's herds over the rounds.
@@ -113,6 +123,11 @@ impl HerdReport {
 ",
             self.clients, self.url
         );
+        if self.origin_quiet == Some(false) {
+            o.push_str(
+                "  the origin was answering other requests: its counts below are upper bounds\n",
+            );
+        }
         for h in &self.herds {
             let _ = writeln!(
                 o,
@@ -163,6 +178,7 @@ pub async fn run(plan: &HerdPlan) -> anyhow::Result<HerdReport> {
         bail!("--rounds: expected 1 to 1000, got {}", plan.rounds);
     }
     let players = warm_up(plan).await?;
+    let origin_quiet = wait_for_quiet_origin(plan).await?;
     let mut herds = Vec::new();
     for round in 1..=plan.rounds {
         herds.extend(run_round(plan, &players, round).await?);
@@ -188,6 +204,7 @@ pub async fn run(plan: &HerdPlan) -> anyhow::Result<HerdReport> {
         clients: plan.clients,
         herds,
         summary,
+        origin_quiet,
     })
 }
 
@@ -354,15 +371,71 @@ impl Quantiles {
     }
 }
 
+/// How long the herd waits for the origin to fall quiet before its first round.
+pub const QUIET_WITHIN: Duration = Duration::from_secs(10);
+
+/// Polls the origin's request count until it stays the same for two part durations; `None`
+/// without `--origin-metrics`, `Some(false)` when it kept changing for [`QUIET_WITHIN`].
+async fn wait_for_quiet_origin(plan: &HerdPlan) -> anyhow::Result<Option<bool>> {
+    if plan.origin_metrics.is_none() {
+        return Ok(None);
+    }
+    let probe = HttpClient::new(plan.timeout);
+    let part = fetch_playlist(&probe, &plan.playlist)
+        .await?
+        .part_target
+        .unwrap_or(1.0);
+    let every = Duration::from_secs_f64((part * 2.0).clamp(0.1, 5.0));
+    let deadline = Instant::now() + QUIET_WITHIN;
+    let mut last = media_count(plan).await?;
+    while Instant::now() < deadline {
+        tokio::time::sleep(every).await;
+        let now = media_count(plan).await?;
+        if now == last {
+            return Ok(Some(true));
+        }
+        last = now;
+    }
+    Ok(Some(false))
+}
+
+/// Media requests (not health checks) the origin has answered so far.
+async fn media_count(plan: &HerdPlan) -> anyhow::Result<Option<f64>> {
+    origin_count_of(
+        plan,
+        &[
+            "master",
+            "playlist",
+            "blocking_playlist",
+            "part",
+            "segment",
+            "init",
+        ],
+    )
+    .await
+}
+
 /// Requests of `kind` the origin has answered so far.
 async fn origin_count(plan: &HerdPlan, kind: &str) -> anyhow::Result<Option<f64>> {
+    origin_count_of(plan, &[kind]).await
+}
+
+/// Requests of these kinds the origin has answered so far, from one scrape.
+async fn origin_count_of(plan: &HerdPlan, kinds: &[&str]) -> anyhow::Result<Option<f64>> {
     let Some(url) = &plan.origin_metrics else {
         return Ok(None);
     };
     let r = HttpClient::new(plan.timeout).get(url, &[]).await?;
     let text = std::str::from_utf8(&r.body)?;
-    let prefix = format!("corral_origin_http_requests_total{{kind=\"{kind}\"");
-    Ok(Some(crate::metric_sum(text, &prefix)))
+    Ok(Some(
+        kinds
+            .iter()
+            .map(|kind| {
+                let prefix = format!("corral_origin_http_requests_total{{kind=\"{kind}\"");
+                crate::metric_sum(text, &prefix)
+            })
+            .sum(),
+    ))
 }
 
 #[cfg(test)]
