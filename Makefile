@@ -3,7 +3,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test deps test-deps web build release lint bench bench-watch fuzz fuzz-smoke clean
+.PHONY: run test deps test-deps web build release lint bench bench-watch bench-compare bench-viewers fuzz fuzz-smoke clean
 
 ## run: start the local stack (origin with the built-in test source, an edge in front, the chat
 ## relay) and print its URLs
@@ -53,6 +53,16 @@ bench: deps release
 ## glass-to-glass latency (numbers go to BENCHMARKS.md)
 bench-watch: test-deps web release
 	scripts/bench-watch.sh
+
+## bench-compare: the edge against nginx (proxy_cache_lock) and Varnish in front of one origin:
+## herds and cache hits, interleaved; writes its table into BENCHMARKS.md
+bench-compare: deps release
+	loadtest/compare/compare.sh
+
+## bench-viewers: the largest LL-HLS viewer swarm one edge carries here without a stall (prints
+## a table for BENCHMARKS.md)
+bench-viewers: deps release
+	scripts/bench-viewers.sh
 
 ## fuzz: run every fuzz target for FUZZ_SECONDS seconds (with AddressSanitizer)
 fuzz:

@@ -25,6 +25,9 @@ if [ "${1:-}" = "--test" ]; then
     [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
     # The multi-node chat test runs two relays on one real Redis server.
     command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+    # The cache comparison (loadtest/compare) runs nginx and Varnish from Debian's packages.
+    [ -x /usr/sbin/nginx ] || need+=(nginx)
+    [ -x /usr/sbin/varnishd ] || need+=(varnish)
 fi
 [ -d /etc/ssl/certs ] || need+=(ca-certificates)
 [ -f /usr/include/srt/srt.h ] || need+=(libsrt-gnutls-dev)

@@ -205,3 +205,75 @@ fn the_k6_scripts_are_valid_modules() {
         .expect("node runs");
     assert!(!out.status.success(), "a syntax error fails the check");
 }
+
+/// The comparison a user runs before choosing a cache: the same herds and cache hits against
+/// the edge, nginx and Varnish in front of one origin, written as a table into a Markdown file
+/// in place of the one a previous run wrote, the rest of the file kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_comparison_with_nginx_and_varnish_writes_its_table() {
+    let _serial = SERIAL.lock().await;
+    let scratch = Scratch::new("compare");
+    let file = scratch.0.join("BENCHMARKS.md");
+    let begin =
+        "<!-- begin: loadtest/compare/compare.sh writes the lines down to the end marker -->";
+    let end = "<!-- end: loadtest/compare/compare.sh -->";
+    std::fs::write(
+        &file,
+        format!(
+            "# Benchmarks\n\nwritten before\n\n{begin}\nan old table\n{end}\n\nwritten after\n"
+        ),
+    )
+    .expect("written");
+    let bin = corral_e2e::binary("loadtest");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../loadtest/compare/compare.sh");
+    let out = tokio::process::Command::new("bash")
+        .arg(&script)
+        .env("BIN", bin.parent().expect("the binaries' folder"))
+        .env("HERD_CLIENTS", "50")
+        .env("ROUNDS", "1")
+        .env("HITS_SECONDS", "1")
+        .env("HITS_CONNECTIONS", "8")
+        .env("PORT_BASE", "28180")
+        .env("COMPARE_OUT", &file)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("bash runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "compare.sh failed: {log}");
+
+    let text = std::fs::read_to_string(&file).expect("the file");
+    assert!(
+        text.starts_with("# Benchmarks\n\nwritten before\n"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("written after"), "{text}");
+    assert!(!text.contains("an old table"), "{text}");
+    assert_eq!(text.matches(begin).count(), 1, "{text}");
+    let row = |name: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("a row for {name}: {text}"));
+        line.split('|').map(|c| c.trim().to_string()).collect()
+    };
+    for object in ["blocking playlist", "hinted part", "segment"] {
+        let cells = row(object);
+        // Each of the three caches sends the origin one request for a herd of 50.
+        assert_eq!(cells[2], "1 / 1 / 1", "{object}: {text}");
+        assert_eq!(cells[8], "0", "no failed request on {object}: {text}");
+    }
+    for object in ["multivariant playlist", "part, 720p"] {
+        let cells = row(object);
+        let rates: Vec<f64> = cells[2]
+            .split(" / ")
+            .map(|r| r.replace(',', "").parse().expect("requests/s"))
+            .collect();
+        assert!(
+            rates.len() == 3 && rates.iter().all(|&r| r > 0.0),
+            "{object}: {text}"
+        );
+        assert_eq!(cells[8], "0", "no failed request on {object}: {text}");
+    }
+    assert!(text.contains("| edge | nginx | Varnish |"), "{text}");
+}

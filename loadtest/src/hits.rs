@@ -47,8 +47,8 @@ pub struct HitsPlan {
     pub duration: Duration,
     /// The PEM certificate to trust for TLS and QUIC.
     pub ca: Option<PathBuf>,
-    /// The server's PID, to measure its CPU time.
-    pub server_pid: Option<u32>,
+    /// The server's processes (nginx's workers, say), to measure their CPU time together.
+    pub server_pids: Vec<u32>,
 }
 
 /// The outcome.
@@ -80,12 +80,17 @@ pub struct HitsReport {
     pub server_cpu_us_per_request: Option<f64>,
     /// The server's CPU use over the run, in cores.
     pub server_cores: Option<f64>,
+    /// HTTP/1.1 connections the server closed between requests (nginx does after
+    /// `keepalive_requests`), each replaced by a new one as browsers do.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 struct Tally {
     requests: AtomicU64,
     errors: AtomicU64,
     bytes: AtomicU64,
+    reconnects: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     stop: AtomicBool,
 }
@@ -112,7 +117,7 @@ impl HitsReport {
     /// One line for people.
     pub fn summary_line(&self) -> String {
         format!(
-            "hits: {:?} × {} connections × {} streams for {:.1} s: {} requests ({:.0}/s, {:.1} MB/s), p50 {:.2} ms, p99 {:.2} ms, {} errors{}",
+            "hits: {:?} × {} connections × {} streams for {:.1} s: {} requests ({:.0}/s, {:.1} MB/s), p50 {:.2} ms, p99 {:.2} ms, {} errors{}{}",
             self.protocol,
             self.connections,
             self.streams,
@@ -123,6 +128,14 @@ impl HitsReport {
             self.p50_ms,
             self.p99_ms,
             self.errors,
+            if self.reconnects > 0 {
+                format!(
+                    " ({} connections closed by the server and reopened)",
+                    self.reconnects
+                )
+            } else {
+                String::new()
+            },
             self.server_cpu_us_per_request
                 .map_or(String::new(), |c| format!(
                     ", server {c:.1} µs CPU per request"
@@ -140,6 +153,7 @@ pub async fn run(plan: &HitsPlan) -> anyhow::Result<HitsReport> {
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        reconnects: AtomicU64::new(0),
         latency: Mutex::new(Histogram::new(3).context("histogram")?),
         stop: AtomicBool::new(false),
     });
@@ -152,16 +166,17 @@ pub async fn run(plan: &HitsPlan) -> anyhow::Result<HitsReport> {
     for _ in 0..plan.connections {
         workers.extend(connect(plan, tls.clone()).await?);
     }
-    let cpu_before = plan.server_pid.and_then(cpu_seconds);
+    let cpu_before = cpu_seconds_of(&plan.server_pids);
     let started = Instant::now();
+    let shared = Arc::new((plan.clone(), tls));
     let tasks: Vec<_> = workers
         .into_iter()
-        .map(|w| tokio::spawn(w.run(plan.url.clone(), tally.clone())))
+        .map(|w| tokio::spawn(w.run(shared.clone(), tally.clone())))
         .collect();
     tokio::time::sleep(plan.duration).await;
     tally.stop.store(true, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_after = plan.server_pid.and_then(cpu_seconds);
+    let cpu_after = cpu_seconds_of(&plan.server_pids);
     for t in tasks {
         let _ = t.await;
     }
@@ -182,7 +197,17 @@ pub async fn run(plan: &HitsPlan) -> anyhow::Result<HitsReport> {
         p99_ms: latency.value_at_quantile(0.99) as f64 / 1000.0,
         server_cpu_us_per_request: cpu.map(|c| c * 1e6 / requests.max(1) as f64),
         server_cores: cpu.map(|c| c / seconds),
+        reconnects: tally.reconnects.load(Ordering::Relaxed),
     })
+}
+
+/// CPU seconds (user + system) of processes `pids` together so far; `None` without any, or
+/// when one of them cannot be read (it exited).
+fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
 
 /// CPU seconds (user + system) of process `pid` so far.
@@ -293,10 +318,34 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 impl Worker {
-    async fn run(mut self, url: Uri, tally: Arc<Tally>) {
+    /// Requests until the tally says stop. `plan_tls` is the plan and TLS set-up to reconnect with.
+    async fn run(
+        mut self,
+        plan_tls: Arc<(HitsPlan, Option<Arc<rustls::ClientConfig>>)>,
+        tally: Arc<Tally>,
+    ) {
+        let (plan, tls) = &*plan_tls;
         while !tally.stop.load(Ordering::Relaxed) {
+            if let Worker::H1(send) = &mut self
+                && send.ready().await.is_err()
+            {
+                // The server closed the connection after its last answer (`Connection:
+                // close`), as HTTP/1.1 lets it: no request was lost, a client opens another.
+                match connect(plan, tls.clone()).await {
+                    Ok(mut fresh) if !fresh.is_empty() => {
+                        self = fresh.swap_remove(0);
+                        tally.reconnects.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Ok(_) => return,
+                    Err(e) => {
+                        tally.record(Instant::now(), Err(e.context("reconnecting")));
+                        return;
+                    }
+                }
+            }
             let started = Instant::now();
-            let result = self.fetch(&url).await;
+            let result = self.fetch(&plan.url).await;
             let failed = result.is_err();
             tally.record(started, result);
             if failed && matches!(self, Worker::H1(ref s) if s.is_closed()) {
@@ -359,5 +408,17 @@ mod tests {
     fn this_process_has_a_cpu_time() {
         let cpu = cpu_seconds(std::process::id()).expect("/proc/self/stat reads");
         assert!(cpu >= 0.0);
+    }
+
+    #[test]
+    fn several_processes_cpu_times_add_up_and_a_missing_one_spoils_the_sum() {
+        let me = std::process::id();
+        let one = cpu_seconds_of(&[me]).expect("this process reads");
+        let two = cpu_seconds_of(&[me, me]).expect("this process reads twice");
+        // The clock may tick between the reads, by at most a few ticks.
+        assert!(two >= 2.0 * one && two <= 2.0 * one + 0.1, "{one} {two}");
+        assert_eq!(cpu_seconds_of(&[]), None);
+        // PIDs stop short of 2^22 on Linux: this one cannot exist.
+        assert_eq!(cpu_seconds_of(&[me, u32::MAX]), None);
     }
 }

@@ -196,9 +196,10 @@ struct HitsArgs {
     /// The PEM certificate to trust (TLS and QUIC).
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
-    /// The server's PID, to report its CPU time per request.
-    #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
+    /// The server's PIDs (comma-separated: a master's workers, say), to report their CPU time
+    /// per request together.
+    #[arg(long, value_delimiter = ',', value_name = "PID,...")]
+    server_pid: Vec<u32>,
     #[command(flatten)]
     output: Output,
 }
@@ -320,7 +321,7 @@ async fn run(mode: Mode) -> anyhow::Result<()> {
                 streams: a.streams,
                 duration: a.duration,
                 ca: a.ca,
-                server_pid: a.server_pid,
+                server_pids: a.server_pid,
             };
             let report = hits::run(&plan).await?;
             let text = report.summary_line() + "\n";
