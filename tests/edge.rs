@@ -189,6 +189,45 @@ async fn herds_of_players_cost_the_origin_one_request_per_object() {
     assert_eq!(plain.content_encoding, None);
     assert!(plain.body.starts_with(b"#EXTM3U"));
     assert_eq!(origin_requests(&origin, "master").await - before, 1.0);
+
+    // A herd that accepts gzip, on the next blocking playlist: every player gets the same
+    // compressed copy of the cached playlist, compressed once for all of them.
+    let now = live_playlist(&edge).await;
+    let hint = now.preload_hint.clone().expect("a hinted part");
+    let (msn, part) = MediaPlaylist::part_position(&hint).expect("msn.part.m4s");
+    let blocking = format!("{PLAYLIST}?_HLS_msn={msn}&_HLS_part={part}");
+    let compressed = "corral_edge_playlist_gzip_total{outcome=\"compressed\"}";
+    let reused = "corral_edge_playlist_gzip_total{outcome=\"reused\"}";
+    let (made_before, reused_before) = (edge.metric(compressed).await, edge.metric(reused).await);
+    let mut set = JoinSet::new();
+    for _ in 0..50 {
+        let edge = edge.clone();
+        let url = edge.url(&blocking);
+        set.spawn(async move {
+            edge.client
+                .get(&url, &[("accept-encoding", "gzip")])
+                .await
+                .expect("answered")
+        });
+    }
+    let answers = set.join_all().await;
+    let identity = edge.get(&blocking).await;
+    assert_eq!(identity.status, 200);
+    assert_eq!(identity.content_encoding, None);
+    for a in &answers {
+        assert_eq!(
+            (a.status, a.content_encoding.as_deref()),
+            (http::StatusCode::OK, Some("gzip"))
+        );
+        assert_eq!(a.header("vary"), Some("Accept-Encoding"));
+        let text = corral_loadtest::gunzip(&a.body).expect("valid gzip");
+        assert!(
+            text[..] == identity.body[..],
+            "the cached playlist, compressed"
+        );
+    }
+    assert_eq!(edge.metric(compressed).await - made_before, 1.0);
+    assert_eq!(edge.metric(reused).await - reused_before, 49.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

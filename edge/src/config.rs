@@ -154,6 +154,10 @@ pub struct CacheConfig {
     /// (it means "half a part target", which HTTP cannot say in whole seconds). Requests within
     /// this interval share one fetch; it is never served staler than this.
     pub playlist_fresh: f64,
+    /// Bytes of gzip-compressed playlists kept beside the cache (identity and compressed
+    /// copies together), so that each playlist version is compressed once for all the players
+    /// that accept gzip, not once per player. 0 compresses every answer on its own.
+    pub playlist_gzip_bytes: u64,
 }
 
 /// `upstream:`.
@@ -204,6 +208,7 @@ impl Default for CacheConfig {
             lock_timeout: 10.0,
             negative_ttl: 1.0,
             playlist_fresh: 0.1,
+            playlist_gzip_bytes: 16 << 20,
         }
     }
 }
@@ -351,6 +356,13 @@ impl Validate for EdgeConfig {
             0.0,
             2.0,
             "seconds",
+        )?;
+        check_range(
+            "cache.playlist_gzip_bytes",
+            c.playlist_gzip_bytes,
+            0,
+            1 << 32,
+            "bytes",
         )?;
         let u = &self.upstream;
         check_range(

@@ -7,6 +7,7 @@
 //! normalized cache key (or refuses it), the cache lock makes the first request for a key the
 //! only one that goes upstream, and [`storage::MediaCache`] streams what that request receives
 //! to every other request for the key while it arrives, then keeps it, bounded by bytes.
+//! [`gzip`] compresses each playlist version once for the players that accept gzip.
 //! [`http3`] serves HTTP/3 through the same proxy and cache.
 //! [`signing`] checks signed playback URLs and hands signatures on to playlist URIs;
 //! [`web`] is the watch page the edge serves itself; [`upstream`] keeps the origins in
@@ -16,6 +17,8 @@
 #[cfg(feature = "proxy")]
 pub mod admission;
 pub mod config;
+#[cfg(feature = "proxy")]
+pub mod gzip;
 #[cfg(feature = "proxy")]
 pub mod http3;
 #[cfg(feature = "proxy")]

@@ -45,6 +45,9 @@ pub struct EdgeMetrics {
     pub connections_open: IntGaugeVec,
     /// Player connections closed at once because the limit were open, by protocol.
     pub connections_refused: IntCounterVec,
+    /// Playlists answered gzip-compressed from the shared copies, by whether the copy was
+    /// made for the answer (`compressed`) or another answer's (`reused`).
+    pub playlist_gzip: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -115,6 +118,13 @@ impl EdgeMetrics {
                 Opts::new("edge_refused_total", "Requests refused before any work"),
                 &["reason"],
             )?,
+            playlist_gzip: IntCounterVec::new(
+                Opts::new(
+                    "edge_playlist_gzip_total",
+                    "Playlists answered gzip-compressed, by whether the copy was made for the answer or reused",
+                ),
+                &["outcome"],
+            )?,
             lock_wait_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "edge_lock_wait_seconds",
@@ -155,6 +165,7 @@ impl EdgeMetrics {
         registry.register(Box::new(m.origin_up.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
         registry.register(Box::new(m.lock_wait_seconds.clone()))?;
+        registry.register(Box::new(m.playlist_gzip.clone()))?;
         registry.register(Box::new(m.cache_objects.clone()))?;
         registry.register(Box::new(m.cache_bytes.clone()))?;
         registry.register(Box::new(m.cache_filling.clone()))?;

@@ -16,11 +16,12 @@
 //! 5. `response_cache_filter`: the origin's Cache-Control decides, with the edge's rules on top
 //!    (404/503 kept at most `negative_ttl`, directive-less playlists at `max-age=0` kept
 //!    `playlist_fresh`, no playlist ever served stale).
-//! 6. `response_filter`: `Age` on every answer, `X-Cache` saying how it was served; the
-//!    compression module then gzips playlists for players that accept it (the cache holds one
-//!    identity copy, fetched without `Accept-Encoding`).
-//!    With signing on, `response_body_filter` hands the player's signature on to every URI of
-//!    a playlist.
+//! 6. `response_filter`: `Age` on every answer, `X-Cache` saying how it was served. The cache
+//!    holds one identity copy of each object, fetched without `Accept-Encoding`; a playlist
+//!    for a player that accepts gzip is gathered whole by `response_body_filter` and answered
+//!    with its compressed copy from [`crate::gzip`], made once per playlist version. With
+//!    signing on, `response_body_filter` instead hands the player's signature on to every URI
+//!    of a playlist, and pingora's compression module gzips that player's own copy.
 //! 7. `logging`: metrics.
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use crate::config::EdgeConfig;
+use crate::gzip::{self, GzipCache};
 use crate::metrics::EdgeMetrics;
 use crate::request::{self, CacheRequest, ObjectKind};
 use crate::signing;
@@ -48,8 +50,13 @@ use crate::storage::MediaCache;
 use crate::upstream::Origins;
 use crate::web::{self, WebPage};
 
-/// gzip level for playlists on the way out (fast; playlists are a few kilobytes).
+/// gzip level of the compression module, for what is compressed per answer (a signed player's
+/// own playlist, the watch page's files): fast, they are a few kilobytes.
 const COMPRESSION_LEVEL: u32 = 4;
+
+/// gzip level of the shared playlist copies: made once per playlist version for every player,
+/// so the smaller output is worth the time.
+const GZIP_LEVEL: u32 = 6;
 
 /// No freshness from defaults: an answer without Cache-Control or Expires is not cached.
 const NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
@@ -68,11 +75,25 @@ pub struct RequestCtx {
     answered: bool,
     /// The player's signature, to hand on to the URIs of a playlist answered with 200.
     hand_on: Option<String>,
-    /// The part of the playlist body not yet rewritten (a partial line).
+    /// The playlist answered with its shared gzip copy: the identity body is gathered whole
+    /// first. Never with `hand_on`.
+    gzip: GzipState,
+    /// The playlist body not yet sent on: a partial line (`hand_on`) or all of it (`gzip`).
     playlist: Vec<u8>,
     /// Playlist bytes received so far, and how many the response said it has.
     received: usize,
     expected: Option<usize>,
+}
+
+/// Where a playlist answered with the shared gzip copy stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GzipState {
+    /// Not such an answer.
+    Off,
+    /// Gathering the identity body.
+    Gathering,
+    /// The compressed body went out.
+    Sent,
 }
 
 /// See the module documentation.
@@ -97,6 +118,8 @@ pub struct Edge {
     alt_svc: Option<String>,
     /// The watch page, when served.
     web: Option<WebPage>,
+    /// Compressed playlists, when `cache.playlist_gzip_bytes` is not 0.
+    gzip: Option<GzipCache>,
 }
 
 impl Edge {
@@ -137,6 +160,8 @@ impl Edge {
                 )
             }),
             web: WebPage::load(&config.web),
+            gzip: (config.cache.playlist_gzip_bytes > 0)
+                .then(|| GzipCache::new(config.cache.playlist_gzip_bytes, GZIP_LEVEL)),
             signing: config
                 .signing
                 .key
@@ -162,6 +187,87 @@ impl Edge {
 
     fn kind(ctx: &RequestCtx) -> ObjectKind {
         ctx.request.as_ref().map_or(ObjectKind::Other, |r| r.kind)
+    }
+
+    /// Makes a playlist's answer its shared gzip copy ([`crate::gzip`]) when the player accepts
+    /// gzip and the identity body's length is known: the copy goes out once the whole body is
+    /// there, and a fill's reader may not say when it ends.
+    fn answer_with_shared_gzip(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if self.gzip.is_none()
+            || resp.status != 200
+            || !Self::kind(ctx).is_playlist()
+            || resp.headers.contains_key(http::header::CONTENT_ENCODING)
+        {
+            return Ok(());
+        }
+        let req = session.req_header();
+        let accepts = req
+            .headers
+            .get(http::header::ACCEPT_ENCODING)
+            .is_some_and(|v| gzip::accepts_gzip(v.as_bytes()));
+        let length = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let Some(length) = length.filter(|_| accepts) else {
+            return Ok(());
+        };
+        ctx.gzip = GzipState::Gathering;
+        ctx.expected = Some(length);
+        ctx.received = 0;
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        // Byte ranges of the identity body mean nothing in the compressed one.
+        resp.remove_header(&http::header::ACCEPT_RANGES);
+        resp.insert_header(http::header::CONTENT_ENCODING, "gzip")?;
+        let varies = resp.headers.get_all(http::header::VARY).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|name| name.trim_ascii().eq_ignore_ascii_case(b"accept-encoding"))
+        });
+        if !varies {
+            resp.append_header(http::header::VARY, "Accept-Encoding")?;
+        }
+        // Another representation of the same playlist: a strong validator becomes weak.
+        if let Some(etag) = resp.headers.get(http::header::ETAG)
+            && etag.as_bytes().starts_with(b"\"")
+        {
+            let weak = [b"W/", etag.as_bytes()].concat();
+            resp.insert_header(http::header::ETAG, weak)?;
+        }
+        if req.version == pingora::http::Version::HTTP_11 {
+            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        }
+        Ok(())
+    }
+
+    /// Gathers a playlist's identity body and sends its shared gzip copy once it is whole.
+    fn gzip_body(&self, body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
+        if let Some(chunk) = body.take()
+            && ctx.gzip == GzipState::Gathering
+        {
+            ctx.received += chunk.len();
+            ctx.playlist.extend_from_slice(&chunk);
+        }
+        let whole = end_of_stream || ctx.expected.is_some_and(|n| ctx.received >= n);
+        if ctx.gzip != GzipState::Gathering || !whole {
+            return;
+        }
+        let Some(cache) = &self.gzip else {
+            return;
+        };
+        let (compressed, outcome) = cache.compress(&ctx.playlist);
+        self.metrics
+            .playlist_gzip
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        ctx.playlist = Vec::new();
+        ctx.gzip = GzipState::Sent;
+        *body = Some(compressed);
     }
 
     async fn refuse(&self, session: &mut Session, status: u16, reason: &str) -> Result<bool> {
@@ -297,6 +403,7 @@ impl ProxyHttp for Edge {
             asked: None,
             answered: false,
             hand_on: None,
+            gzip: GzipState::Off,
             playlist: Vec::new(),
             received: 0,
             expected: None,
@@ -513,6 +620,9 @@ impl ProxyHttp for Edge {
                 resp.insert_header("transfer-encoding", "chunked")?;
             }
         }
+        if ctx.hand_on.is_none() {
+            self.answer_with_shared_gzip(session, resp, ctx)?;
+        }
         if resp.headers.get("age").is_none() {
             resp.insert_header("age", "0")?;
         }
@@ -533,6 +643,10 @@ impl ProxyHttp for Edge {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if ctx.gzip != GzipState::Off {
+            self.gzip_body(body, end_of_stream, ctx);
+            return Ok(None);
+        }
         let Some(signature) = &ctx.hand_on else {
             return Ok(None);
         };
