@@ -5,12 +5,15 @@
 # watching; one worker process per 2,500 players; source addresses 127.0.0.1-4). Stops after the
 # first count with a stall or a failed request. For each run it records the swarm's report and
 # what each party used: CPU (in cores, averaged over the run) of the edge, the origin with its
-# ffmpeg, and the load generator with its workers; the edge's open files at the end of the run;
+# ffmpeg, and the load generator with its workers; the most files the edge had open at once
+# (sampled every second) and its resident memory at the end of the run;
 # the origin's publish lag (media time to the part's publication, its own histogram), which
 # tells a starved transcoder from a slow edge. In production the origin has a machine of its
 # own: here it runs at a higher priority (ORIGIN_NICE, -5 as root) so that the edge and the
 # players, not the encoder, are what the machine's two cores run out for.
 # Prints a Markdown table for BENCHMARKS.md; the JSON reports go to BENCH_KEEP when set.
+# EDGE_EXTRA adds YAML to the edge's config (say `cache: {playlist_gzip_bytes: 0}`), to measure
+# a setting's cost.
 # Run after `make release`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +62,7 @@ YAML
 cat >"$out/edge.yaml" <<YAML
 log_level: warn
 metrics_listen: 127.0.0.1:$edge_metrics
+${EDGE_EXTRA:-}
 YAML
 nice -n "$ORIGIN_NICE" "$BIN/origin" --config "$out/origin.yaml" >"$out/origin.log" 2>&1 &
 origin_pid=$!
@@ -116,6 +120,16 @@ for n in $COUNTS; do
     origin_before=$(tree_cpu "$origin_pid")
     read -r lag_sum0 lag_count0 <<<"$(publish_lag)"
     started=$(date +%s.%N)
+    # The edge's open files, sampled while the players watch; the largest count wins.
+    (
+        most=0
+        while kill -0 "$edge_pid" 2>/dev/null; do
+            n_fds=$(find "/proc/$edge_pid/fd" -mindepth 1 2>/dev/null | wc -l)
+            ((n_fds > most)) && most=$n_fds && echo "$most" >"$out/fds-$n.txt"
+            sleep 1
+        done
+    ) &
+    sampler=$!
     # The generator's CPU: its own and its workers', as the kernel counts them for the parent.
     python3 - "$out/run-$n.json" "$out/gen-$n.txt" "$BIN/loadtest" viewers "$master" -n "$n" \
         --ramp-up "${RAMP}s" --duration "${SECONDS_EACH}s" --source-addrs "$SOURCES" \
@@ -129,7 +143,9 @@ u = resource.getrusage(resource.RUSAGE_CHILDREN)
 open(gen, "w").write(f"{u.ru_utime + u.ru_stime:.2f} {rc}\n")
 PY
     wall=$(python3 -c "import time; print(f'{time.time() - $started:.2f}')")
-    edge_fds=$(find "/proc/$edge_pid/fd" -mindepth 1 2>/dev/null | wc -l)
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    edge_fds=$(cat "$out/fds-$n.txt" 2>/dev/null || echo 0)
     edge_rss=$(awk '/VmRSS/ {print $2}' "/proc/$edge_pid/status")
     read -r gen_cpu rc <"$out/gen-$n.txt"
     read -r lag_sum1 lag_count1 <<<"$(publish_lag)"
@@ -175,7 +191,7 @@ cp "$out/runs.jsonl" "$out/runs.json"
 
 python3 - "$out/runs.jsonl" <<'PY'
 import json, sys
-print("| viewers | playing | stalls | errors | requests/s | MB/s | part p50 / p99 | blocking reload p99 | part lag p50 / p99 | origin publish lag, mean | origin / viewer requests | edge | origin + ffmpeg | loadtest | edge open files | edge RSS |")
+print("| viewers | playing | stalls | errors | requests/s | MB/s | part p50 / p99 | blocking reload p99 | part lag p50 / p99 | origin publish lag, mean | origin / viewer requests | edge | origin + ffmpeg | loadtest | edge open files, most | edge RSS |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 def q(r, kind, p):
     k = r.get("by_kind", {}).get(kind)
