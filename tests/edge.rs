@@ -320,6 +320,8 @@ enum Gone {
     /// SIGTERM with `http.on_stop: hand_over`: /healthz turns 503 and every request is closed
     /// unanswered.
     HandedOver,
+    /// SIGSTOP, as a hang: its port still takes connections, nothing is answered.
+    Hung,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,6 +332,11 @@ async fn when_the_primary_origin_dies_viewers_go_on_from_the_next_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_stopped_with_hand_over_passes_its_viewers_to_the_next_one_without_ending() {
     failover(Gone::HandedOver).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_primary_origin_hangs_viewers_go_on_from_the_next_one_and_come_back() {
+    failover(Gone::Hung).await;
 }
 
 async fn failover(gone: Gone) {
@@ -361,11 +368,20 @@ async fn failover(gone: Gone) {
         tokio::spawn(async move { herd(&edge, &[held]).await })
     };
     edge_wait_for_upstream(&primary).await;
+    let gone_at = Instant::now();
     match gone {
         Gone::Crashed => primary.kill(),
         Gone::HandedOver => primary.terminate(),
+        Gone::Hung => primary.pause(),
     }
     let answers = herd_task.await.expect("the herd");
+    // The held part is at most a segment (2 s) away; a hung primary costs the hold_timeout
+    // (1 s) on top, not the 12 s read_timeout.
+    let waited = gone_at.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the herd was answered {waited:?} after the primary went"
+    );
     let statuses: std::collections::BTreeMap<u16, usize> =
         answers.iter().fold(Default::default(), |mut m, a| {
             *m.entry(a.status.as_u16()).or_default() += 1;
@@ -408,17 +424,39 @@ async fn failover(gone: Gone) {
         assert!(primary.stop().success(), "the primary stopped cleanly");
         assert!(primary.log().contains("handing players over"));
     }
+    let primary_up = format!("corral_edge_origin_up{{origin=\"{p}\"}}");
     assert!(origin_requests(&standby, "blocking_playlist").await >= 9.0);
-    assert_eq!(
-        edge.metric(&format!("corral_edge_origin_up{{origin=\"{p}\"}}"))
-            .await,
-        0.0
-    );
+    assert_eq!(edge.metric(&primary_up).await, 0.0);
     assert_eq!(
         edge.metric(&format!("corral_edge_origin_up{{origin=\"{s}\"}}"))
             .await,
         1.0
     );
+    if gone == Gone::Hung {
+        // Back from its hang, the primary catches up with its stream, passes its health check
+        // (which fails while its stream has not advanced) and serves again.
+        primary.resume();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while edge.metric(&primary_up).await != 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the primary never came back\n{}",
+                primary.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Its stream restarted after the hang; once it has caught up, viewers are served by it.
+        let before = origin_requests(&primary, "blocking_playlist").await;
+        let mut playlist = live_playlist(&edge).await;
+        while origin_requests(&primary, "blocking_playlist").await == before {
+            assert!(
+                Instant::now() < deadline,
+                "viewers never went back to the primary\n{}",
+                edge.log()
+            );
+            playlist = viewer_step(&edge, &playlist).await.0;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

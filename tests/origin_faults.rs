@@ -1,4 +1,5 @@
-//! Faults at the origin: the transcoder crashing, the source ending, the origin stopping.
+//! Faults at the origin: the transcoder crashing or hanging, the source ending, the origin
+//! stopping.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,22 @@ async fn follow(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_transcoder_is_restarted_and_the_stream_continues_after_a_discontinuity() {
+    // Restarted within about a second, the stream need not be reported stalled.
+    transcoder_fault(nix::sys::signal::Signal::SIGKILL, "ffmpeg exited", false).await;
+}
+
+/// A hung ffmpeg (alive, writing nothing): the origin's health check reports the stream
+/// stalled within a second, so that edges go to another origin, and the supervisor kills and
+/// restarts it after `stall_timeout` (2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_transcoder_is_reported_restarted_and_the_stream_continues_after_a_discontinuity() {
+    transcoder_fault(nix::sys::signal::Signal::SIGSTOP, "stalled", true).await;
+}
+
+/// Sends `signal` to the stream's ffmpeg, then checks the stream resumes after a discontinuity,
+/// with `why` in the API's `last_error` (and, when `reported`, that `/healthz` said it stalled
+/// meanwhile).
+async fn transcoder_fault(signal: nix::sys::signal::Signal, why: &str, reported: bool) {
     let _serial = SERIAL.lock().await;
     let origin = Origin::start(&config(None));
     let path = "/live/demo/360p/index.m3u8";
@@ -60,11 +77,27 @@ async fn a_crashed_transcoder_is_restarted_and_the_stream_continues_after_a_disc
     let first_map = before.segments[0].map.clone().expect("map");
     let children = origin.children();
     assert_eq!(children.len(), 1, "one ffmpeg per stream");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(children[0] as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill ffmpeg");
+    let healthy = origin.get("/healthz", &[]).await;
+    assert_eq!(healthy.status, 200, "{:?}", healthy.body);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(children[0] as i32), signal)
+        .expect("signal ffmpeg");
+    let signalled = Instant::now();
+    // The health check notices the stream stopped advancing after 2 part targets (0.67 s).
+    let mut seen_stalled = !reported;
+    while !seen_stalled {
+        let h = origin.get("/healthz", &[]).await;
+        if h.status == 503 {
+            let text = String::from_utf8_lossy(&h.body);
+            assert!(text.starts_with("stalled: demo ("), "{text}");
+            seen_stalled = true;
+        } else {
+            assert!(
+                signalled.elapsed() < Duration::from_secs(5),
+                "/healthz never reported the stall"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     let after = follow(&origin, path, Duration::from_secs(30), |p| {
         p.segments
@@ -107,9 +140,11 @@ async fn a_crashed_transcoder_is_restarted_and_the_stream_continues_after_a_disc
     assert!(
         api["streams"][0]["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("ffmpeg exited")),
+            .is_some_and(|e| e.contains(why)),
         "{api}"
     );
+    // Advancing again, the stream is healthy again.
+    assert_eq!(origin.get("/healthz", &[]).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,12 +166,30 @@ pub struct CacheConfig {
 pub struct UpstreamConfig {
     /// Time to connect to an origin before trying the next.
     pub connect_timeout: f64,
-    /// Time to wait for an origin's answer; longer than its blocking hold.
+    /// Time an origin may take to start answering a request for an object it has or refuses at
+    /// once (an init segment, the multivariant or a directive-less playlist) before
+    /// it is marked down and the request goes to the next origin.
+    pub answer_timeout: f64,
+    /// Time an origin may take to start answering a request it holds until the object exists
+    /// (a blocking playlist, a part that may be only hinted) before the request goes to the
+    /// next origin: longer than the origin takes to publish the next part (about 3 part
+    /// targets). The origin is not marked down for it (a player may ask further ahead); once
+    /// every origin has been tried, the last try waits `read_timeout`.
+    pub hold_timeout: f64,
+    /// The same for a segment, which the origin holds while it is being written: longer than
+    /// a target duration.
+    pub segment_timeout: f64,
+    /// Time to wait for an origin's answer otherwise (the API, other paths, and the last try
+    /// of a held request): longer than the origin's own blocking hold (3 target durations).
     pub read_timeout: f64,
     /// How long an idle upstream connection is kept for reuse.
     pub idle_timeout: f64,
-    /// How often each origin's `/healthz` is checked (a failed one is skipped until it passes).
+    /// How often each origin's `/healthz` is checked, all origins at once. An origin that
+    /// fails two checks in a row (no 200 within `health_timeout`: dead, hung, or reporting a
+    /// stalled stream) is skipped until a check passes.
     pub health_interval: f64,
+    /// Time a health check may take.
+    pub health_timeout: f64,
 }
 
 impl Default for EdgeConfig {
@@ -217,9 +235,13 @@ impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
             connect_timeout: 1.0,
+            answer_timeout: 0.5,
+            hold_timeout: 1.0,
+            segment_timeout: 3.0,
             read_timeout: 12.0,
             idle_timeout: 60.0,
-            health_interval: 1.0,
+            health_interval: 0.25,
+            health_timeout: 0.5,
         }
     }
 }
@@ -377,6 +399,41 @@ impl Validate for EdgeConfig {
             u.read_timeout,
             0.1,
             300.0,
+            "seconds",
+        )?;
+        check_range(
+            "upstream.answer_timeout",
+            u.answer_timeout,
+            0.05,
+            u.read_timeout,
+            "seconds (at most upstream.read_timeout)",
+        )?;
+        check_range(
+            "upstream.hold_timeout",
+            u.hold_timeout,
+            0.1,
+            u.read_timeout,
+            "seconds (at most upstream.read_timeout)",
+        )?;
+        check_range(
+            "upstream.segment_timeout",
+            u.segment_timeout,
+            0.1,
+            u.read_timeout,
+            "seconds (at most upstream.read_timeout)",
+        )?;
+        check_range(
+            "upstream.health_interval",
+            u.health_interval,
+            0.05,
+            60.0,
+            "seconds",
+        )?;
+        check_range(
+            "upstream.health_timeout",
+            u.health_timeout,
+            0.05,
+            30.0,
             "seconds",
         )?;
         check_range(

@@ -9,10 +9,15 @@
 //!    whatever its kind: blocking playlists and hinted parts coalesce like everything else.
 //!    No predictor: one uncacheable answer never turns coalescing off for a key.
 //! 3. `cache_key_callback`: the normalized key of [`crate::request`].
-//! 4. On a miss, `upstream_peer` picks the origin ([`crate::upstream`]: the first healthy one;
-//!    `fail_to_connect` and `error_while_proxy` mark it down and retry on the next, as long as
-//!    it has not answered yet) and `upstream_request_filter` sends the normalized target, so
-//!    what is cached is exactly what was asked.
+//! 4. On a miss, `upstream_peer` picks the origin ([`crate::upstream`]: the first healthy one)
+//!    with a time limit for its answer by kind (`answer_timeout` for what it has or refuses at
+//!    once, `hold_timeout` and `segment_timeout` for what it may hold until it exists), and
+//!    `upstream_request_filter`
+//!    sends the normalized target, so what is cached is exactly what was asked. A failed try
+//!    goes to the next origin as long as no origin has answered yet: `fail_to_connect` and
+//!    `error_while_proxy` mark the origin down when it is broken (refused, reset, silent on
+//!    something it has), and `upstream_response_filter` turns a 5xx (marked down) or a 404 (not
+//!    marked: that origin may just lack the stream) into another try while an origin is left.
 //! 5. `response_cache_filter`: the origin's Cache-Control decides, with the edge's rules on top
 //!    (404/503 kept at most `negative_ttl`, directive-less playlists at `max-age=0` kept
 //!    `playlist_fresh`, no playlist ever served stale).
@@ -73,6 +78,9 @@ pub struct RequestCtx {
     asked: Option<Instant>,
     /// An origin has answered this request (a retry would be too late).
     answered: bool,
+    /// Every origin has been tried and a held request timed out: this try waits
+    /// `read_timeout`.
+    patient: bool,
     /// The player's signature, to hand on to the URIs of a playlist answered with 200.
     hand_on: Option<String>,
     /// The playlist answered with its shared gzip copy: the identity body is gathered whole
@@ -83,6 +91,17 @@ pub struct RequestCtx {
     /// Playlist bytes received so far, and how many the response said it has.
     received: usize,
     expected: Option<usize>,
+}
+
+/// Why a try at an origin failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TryFailure {
+    /// Refused, reset, a 5xx, or silent on something it has: marked down.
+    Broken,
+    /// A held request it did not answer in time (it may be legitimately far ahead).
+    Slow,
+    /// A 404: this origin may lack the stream (restarted, or not fed it).
+    NotThere,
 }
 
 /// Where a playlist answered with the shared gzip copy stands.
@@ -108,6 +127,9 @@ pub struct Edge {
     max_ttl: Duration,
     stale_if_error: Duration,
     connect_timeout: Duration,
+    answer_timeout: Duration,
+    hold_timeout: Duration,
+    segment_timeout: Duration,
     read_timeout: Duration,
     idle_timeout: Duration,
     metrics: EdgeMetrics,
@@ -144,6 +166,9 @@ impl Edge {
             max_ttl: secs(config.cache.max_ttl),
             stale_if_error: secs(config.cache.stale_if_error),
             connect_timeout: secs(config.upstream.connect_timeout),
+            answer_timeout: secs(config.upstream.answer_timeout),
+            hold_timeout: secs(config.upstream.hold_timeout),
+            segment_timeout: secs(config.upstream.segment_timeout),
             read_timeout: secs(config.upstream.read_timeout),
             idle_timeout: secs(config.upstream.idle_timeout),
             metrics,
@@ -170,19 +195,50 @@ impl Edge {
         }
     }
 
-    /// Marks the current origin down after a failed try; returns whether another origin is
-    /// left to try.
-    fn origin_failed(&self, ctx: &mut RequestCtx, e: &Error) -> bool {
+    /// Records a failed try (marking the origin down when it is `Broken`); returns whether
+    /// the request may try again: while an origin is left, and once more, patiently, after a
+    /// held request timed out everywhere.
+    fn origin_failed(&self, ctx: &mut RequestCtx, e: &Error, failure: TryFailure) -> bool {
         let origin = ctx.origin.take().unwrap_or_default();
         self.metrics
             .upstream_failovers
             .with_label_values(&[origin.as_str()])
             .inc();
-        if self.origins.mark_down(&origin) {
+        if failure == TryFailure::Broken && self.origins.mark_down(&origin) {
             tracing::warn!(%origin, error = %e, "origin failed a request: marked down until its health check passes");
         }
         ctx.attempt += 1;
-        ctx.attempt < self.origins.len()
+        if ctx.attempt < self.origins.len() {
+            return true;
+        }
+        if failure == TryFailure::Slow && !ctx.patient {
+            ctx.patient = true;
+            return true;
+        }
+        false
+    }
+
+    /// Why a try failed, from its error and what was asked.
+    fn classify(ctx: &RequestCtx, e: &Error) -> TryFailure {
+        match e.etype() {
+            ErrorType::ReadTimedout if Self::kind(ctx).held() => TryFailure::Slow,
+            ErrorType::HTTPStatus(404) => TryFailure::NotThere,
+            _ => TryFailure::Broken,
+        }
+    }
+
+    /// How long the origin may take to start answering this try.
+    fn answer_limit(&self, ctx: &RequestCtx) -> Duration {
+        let kind = Self::kind(ctx);
+        match kind {
+            _ if ctx.patient => self.read_timeout,
+            ObjectKind::Segment => self.segment_timeout,
+            ObjectKind::BlockingPlaylist | ObjectKind::Part => self.hold_timeout,
+            ObjectKind::Init | ObjectKind::Multivariant | ObjectKind::Playlist => {
+                self.answer_timeout
+            }
+            ObjectKind::Api | ObjectKind::Other | ObjectKind::Page => self.read_timeout,
+        }
     }
 
     fn kind(ctx: &RequestCtx) -> ObjectKind {
@@ -402,6 +458,7 @@ impl ProxyHttp for Edge {
             origin: None,
             asked: None,
             answered: false,
+            patient: false,
             hand_on: None,
             gzip: GzipState::Off,
             playlist: Vec::new(),
@@ -501,7 +558,7 @@ impl ProxyHttp for Edge {
             None => HttpPeer::new(pick.name, false, String::new()),
         };
         peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.read_timeout = Some(self.answer_limit(ctx));
         peer.options.idle_timeout = Some(self.idle_timeout);
         Ok(Box::new(peer))
     }
@@ -513,7 +570,7 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if self.origin_failed(ctx, &e) {
+        if self.origin_failed(ctx, &e, TryFailure::Broken) {
             e.set_retry(true);
         }
         e
@@ -530,10 +587,11 @@ impl ProxyHttp for Edge {
         let mut e = e.more_context(format!("origin {peer}"));
         // Only a request that no origin has answered yet may go to the next one: after that,
         // bytes may be on their way to players and to the cache.
+        let failure = Self::classify(ctx, &e);
         let retry = !ctx.answered
             && session.response_written().is_none()
             && session.req_header().method.is_idempotent()
-            && self.origin_failed(ctx, &e);
+            && self.origin_failed(ctx, &e, failure);
         e.set_retry(retry);
         e
     }
@@ -560,18 +618,28 @@ impl ProxyHttp for Edge {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.answered = true;
-        let kind = Self::kind(ctx).as_str();
+        let kind = Self::kind(ctx);
         self.metrics
             .upstream_requests
-            .with_label_values(&[kind, upstream.status.as_str()])
+            .with_label_values(&[kind.as_str(), upstream.status.as_str()])
             .inc();
         if let Some(asked) = ctx.asked {
             self.metrics
                 .upstream_seconds
-                .with_label_values(&[kind])
+                .with_label_values(&[kind.as_str()])
                 .observe(asked.elapsed().as_secs_f64());
         }
+        // An origin that cannot serve this (a 5xx, or a 404 from one that may lack the stream)
+        // while another origin is left untried: ask that one (error_while_proxy decides).
+        let status = upstream.status.as_u16();
+        let untried = (ctx.tried.count_ones() as usize) < self.origins.len();
+        if kind.cacheable() && (status >= 500 || status == 404) && untried {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("origin answered {status}: trying the next origin"),
+            ));
+        }
+        ctx.answered = true;
         Ok(())
     }
 

@@ -74,6 +74,16 @@ impl ObjectKind {
         )
     }
 
+    /// Whether the origin may hold a request of this kind until the object exists: a
+    /// blocking playlist, or media (the next part is hinted before it exists; the segment
+    /// being written is answered when complete).
+    pub fn held(self) -> bool {
+        matches!(
+            self,
+            ObjectKind::BlockingPlaylist | ObjectKind::Part | ObjectKind::Segment
+        )
+    }
+
     /// Whether the edge caches (and coalesces) this kind.
     pub fn cacheable(self) -> bool {
         !matches!(self, ObjectKind::Api | ObjectKind::Page)

@@ -91,7 +91,7 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
     let health = HealthCheck {
         origins,
         interval: Duration::from_secs_f64(config.upstream.health_interval),
-        timeout: Duration::from_secs_f64(config.upstream.connect_timeout.max(0.5)),
+        timeout: Duration::from_secs_f64(config.upstream.health_timeout),
         metrics,
     };
     server.add_service(background_service("origin health", health));
@@ -155,7 +155,8 @@ impl Admin {
     }
 }
 
-/// Checks every origin's `/healthz` each interval and marks it up or down.
+/// Checks every origin's `/healthz` each interval, all at once (a hung origin must not delay
+/// the news about the others), and marks each up or down.
 struct HealthCheck {
     origins: Arc<Origins>,
     interval: Duration,
@@ -179,27 +180,29 @@ impl BackgroundService for HealthCheck {
 
 impl HealthCheck {
     async fn check_all(&self) {
-        for origin in self.origins.addrs() {
-            let addr = resolve(origin, self.timeout).await;
-            if let Some(addr) = addr {
-                self.origins.set_resolved(origin, addr);
-            }
-            let up = match addr {
-                Some(addr) => healthy(origin, addr, self.timeout).await,
-                None => false,
-            };
-            let changed = if up {
-                self.origins.mark_up(origin)
-            } else {
-                self.origins.mark_down(origin)
-            };
-            if changed {
-                tracing::warn!(%origin, up, "origin health changed");
-            }
-            self.metrics
-                .origin_up
-                .with_label_values(&[origin])
-                .set(i64::from(up));
+        futures_util::future::join_all(self.origins.addrs().map(|o| self.check(o))).await;
+    }
+
+    async fn check(&self, origin: &str) {
+        let addr = resolve(origin, self.timeout).await;
+        if let Some(addr) = addr {
+            self.origins.set_resolved(origin, addr);
         }
+        let up = match addr {
+            Some(addr) => healthy(origin, addr, self.timeout).await,
+            None => false,
+        };
+        let changed = if up {
+            self.origins.mark_up(origin)
+        } else {
+            self.origins.check_failed(origin)
+        };
+        if changed {
+            tracing::warn!(%origin, up, "origin health changed");
+        }
+        self.metrics
+            .origin_up
+            .with_label_values(&[origin])
+            .set(i64::from(self.origins.is_up(origin)));
     }
 }

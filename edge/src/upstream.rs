@@ -2,14 +2,14 @@
 //! healthy one (the primary while it is up), and to the next on failure.
 //!
 //! An origin is marked down when a request cannot connect to it or loses its connection, and
-//! by the health check (`GET /healthz` every `health_interval`) when it does not answer 200; it
-//! is up again when the health check passes. Host names are resolved by the health check (off
+//! by the health check (`GET /healthz` every `health_interval`) when it fails
+//! [`DOWN_AFTER`] checks in a row (no 200 in time); it is up again when a check passes. Host names are resolved by the health check (off
 //! the request path), so a request never waits on DNS; an IP address needs no resolving. When every origin is down, requests still try
 //! them in order rather than fail without trying. The selection is pure code; the health check
 //! is the only thing here that does I/O.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -21,10 +21,17 @@ pub struct Origins {
     list: Vec<Origin>,
 }
 
+/// Health checks that must fail in a row before the check marks an origin down: one slow
+/// answer from a busy origin is not an outage, two in a row are (a request that fails marks
+/// it down at once).
+pub const DOWN_AFTER: u32 = 2;
+
 #[derive(Debug)]
 struct Origin {
     addr: String,
     up: AtomicBool,
+    /// Health checks failed in a row.
+    failed_checks: AtomicU32,
     resolved: RwLock<Option<SocketAddr>>,
 }
 
@@ -47,6 +54,7 @@ impl Origins {
             .map(|a| Origin {
                 addr: a.clone(),
                 up: AtomicBool::new(true),
+                failed_checks: AtomicU32::new(0),
                 resolved: RwLock::new(a.parse().ok()),
             })
             .collect();
@@ -100,8 +108,19 @@ impl Origins {
 
     /// Records that `addr` passed a health check; returns whether it was down.
     pub fn mark_up(&self, addr: &str) -> bool {
-        self.find(addr)
-            .is_some_and(|o| !o.up.swap(true, Ordering::Relaxed))
+        self.find(addr).is_some_and(|o| {
+            o.failed_checks.store(0, Ordering::Relaxed);
+            !o.up.swap(true, Ordering::Relaxed)
+        })
+    }
+
+    /// Records that `addr` failed a health check, and marks it down once [`DOWN_AFTER`] have
+    /// failed in a row; returns whether that changed it from up to down.
+    pub fn check_failed(&self, addr: &str) -> bool {
+        self.find(addr).is_some_and(|o| {
+            let failed = o.failed_checks.fetch_add(1, Ordering::Relaxed) + 1;
+            failed >= DOWN_AFTER && o.up.swap(false, Ordering::Relaxed)
+        })
     }
 
     /// Whether `addr` is considered up.
@@ -201,6 +220,20 @@ mod tests {
             "the primary takes over again when healthy"
         );
         assert!(!o.mark_up("x:9"), "an unknown origin changes nothing");
+    }
+
+    #[test]
+    fn the_health_check_marks_an_origin_down_after_failures_in_a_row() {
+        let o = origins();
+        assert!(!o.check_failed("a:1"), "one slow answer is not an outage");
+        assert!(o.is_up("a:1"));
+        assert!(!o.mark_up("a:1"), "a pass: it was up all along");
+        assert!(!o.check_failed("a:1"), "the count started again");
+        assert!(o.check_failed("a:1"), "two in a row: down");
+        assert!(!o.is_up("a:1"));
+        assert!(!o.check_failed("a:1"), "already down");
+        assert!(o.mark_up("a:1"));
+        assert!(o.is_up("a:1"));
     }
 
     #[test]

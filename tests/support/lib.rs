@@ -340,6 +340,22 @@ impl Origin {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGSTOP: the origin hangs (its port still accepts connections, nothing answers)
+    /// until [`Origin::resume`].
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Sends SIGCONT after [`Origin::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+
     /// Sends SIGTERM and returns at once (the origin stops on its own; `stop` waits).
     pub fn terminate(&self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
@@ -348,8 +364,9 @@ impl Origin {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        // A paused origin would hold the signal until it runs again.
+        self.signal(nix::sys::signal::Signal::SIGCONT);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

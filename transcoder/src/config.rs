@@ -150,8 +150,13 @@ pub struct RestartPolicy {
     pub max_backoff: f64,
     /// A run that lasted this many seconds resets the wait to `initial_backoff`.
     pub healthy_after: f64,
-    /// Seconds without any output fragment before a running child is killed as stalled.
+    /// Seconds without an output fragment, once the child has produced one, before it is
+    /// killed as stalled (hung) and restarted: a few part targets (every rendition writes a
+    /// fragment per part).
     pub stall_timeout: f64,
+    /// Seconds a new child may take to produce its first fragment before it is killed as
+    /// stalled.
+    pub start_timeout: f64,
 }
 
 impl Default for RestartPolicy {
@@ -160,7 +165,8 @@ impl Default for RestartPolicy {
             initial_backoff: 0.5,
             max_backoff: 10.0,
             healthy_after: 30.0,
-            stall_timeout: 10.0,
+            stall_timeout: 2.0,
+            start_timeout: 10.0,
         }
     }
 }
@@ -342,6 +348,13 @@ impl TranscoderConfig {
         check_range(
             &key("restart.stall_timeout"),
             r.stall_timeout,
+            0.2,
+            600.0,
+            "seconds",
+        )?;
+        check_range(
+            &key("restart.start_timeout"),
+            r.start_timeout,
             1.0,
             600.0,
             "seconds",

@@ -301,6 +301,7 @@ impl Supervisor {
         }
 
         let stall = Duration::from_secs_f64(self.job.config.restart.stall_timeout);
+        let start_limit = Duration::from_secs_f64(self.job.config.restart.start_timeout);
         let mut watchdog = tokio::time::interval(Duration::from_millis(250));
         let mut ended_by: Option<Ended> = None;
         let status = loop {
@@ -315,11 +316,19 @@ impl Supervisor {
                     let _ = child.start_kill();
                 }
                 _ = watchdog.tick(), if ended_by.is_none() => {
-                    let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-                    if started.elapsed().saturating_sub(last) > stall {
+                    // 0 until the first fragment: a starting child gets start_timeout, a
+                    // running one stall_timeout between fragments.
+                    let last_ms = activity.load(Ordering::Relaxed);
+                    let quiet = started.elapsed().saturating_sub(Duration::from_millis(last_ms));
+                    let (limit, what) = if last_ms == 0 {
+                        (start_limit, "after it started")
+                    } else {
+                        (stall, "since its last fragment")
+                    };
+                    if quiet > limit {
                         ended_by = Some(Ended::Failed(format!(
-                            "no output for {:.1} s: the child stalled and was killed",
-                            stall.as_secs_f64()
+                            "no output for {:.1} s {what}: the child stalled and was killed",
+                            limit.as_secs_f64()
                         )));
                         let _ = child.start_kill();
                     }

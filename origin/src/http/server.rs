@@ -296,6 +296,29 @@ fn lookup<'a>(state: &'a HttpState, stream: &str) -> Result<&'a Arc<Stream>, Res
     })
 }
 
+/// `/healthz`: 200 `ok`, or 503 naming the streams that have stopped advancing (see
+/// [`Stream::stalled`]), so that edges send their players to another origin meanwhile.
+fn health(state: &HttpState) -> Response<Body> {
+    let now = Instant::now();
+    let stalled: Vec<String> = state
+        .streams
+        .values()
+        .filter_map(|s| {
+            s.stalled(now)
+                .map(|d| format!("{} ({:.1} s without a part)", s.name(), d.as_secs_f64()))
+        })
+        .collect();
+    if stalled.is_empty() {
+        respond::text(StatusCode::OK, "ok", NO_STORE)
+    } else {
+        respond::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("stalled: {}", stalled.join(", ")),
+            NO_STORE,
+        )
+    }
+}
+
 fn lookup_rendition(stream: &Stream, rendition: &str) -> Result<usize, Response<Body>> {
     stream.rendition(rendition).map(|(i, _)| i).ok_or_else(|| {
         respond::text(
@@ -311,7 +334,7 @@ fn lookup_rendition(stream: &Stream, rendition: &str) -> Result<usize, Response<
 
 async fn answer(state: &HttpState, route: Route<'_>, req: &Request<Incoming>) -> Response<Body> {
     let result = match route {
-        Route::Health => Ok(respond::text(StatusCode::OK, "ok", NO_STORE)),
+        Route::Health => Ok(health(state)),
         Route::Streams => Ok(respond::json(&api::StreamList {
             streams: state.streams.values().map(|s| api::describe(s)).collect(),
         })),

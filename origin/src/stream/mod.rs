@@ -11,7 +11,7 @@ pub mod driver;
 pub mod slate;
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use corral_transcoder::command::{RenditionKind, RenditionSpec};
@@ -26,6 +26,10 @@ use crate::packager::params::LlhlsParams;
 use crate::packager::playlist::{
     AudioVariant, Form, RenditionReport, VideoVariant, media_playlist, multivariant_playlist,
 };
+
+/// Part targets without a publication after which a stream that should be advancing counts
+/// as stalled (see [`Stream::stalled`]).
+pub const STALL_PARTS: f64 = 2.0;
 
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -280,6 +284,28 @@ impl Stream {
     /// The stream's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How long the stream has gone without publishing while it should be publishing (live,
+    /// its transcoder restarting, or on its slate), when that is over [`STALL_PARTS`] part
+    /// targets. The health check reports it, so that edges take their players to another
+    /// origin: a working origin advances its live streams whatever its publishers do.
+    pub fn stalled(&self, now: Instant) -> Option<Duration> {
+        let state = self.state();
+        if !matches!(
+            state,
+            Lifecycle::Live | Lifecycle::Restarting | Lifecycle::Reconnecting
+        ) {
+            return None;
+        }
+        let last = self
+            .renditions
+            .iter()
+            .map(|r| r.changes.borrow().at)
+            .max()?;
+        let quiet = now.saturating_duration_since(last);
+        let limit = Duration::from_secs_f64(self.params.part_target * STALL_PARTS);
+        (quiet > limit).then_some(quiet)
     }
 
     /// What feeds the stream, e.g. `testsrc`.
@@ -559,5 +585,33 @@ mod tests {
         publisher.await.expect("published");
         let text = String::from_utf8(s.media_playlist(0, Form::Full).body.to_vec()).expect("utf-8");
         assert!(text.contains("11.m4s"));
+    }
+    #[test]
+    fn a_stream_that_should_advance_and_does_not_is_stalled() {
+        let s = stream();
+        let part_target = Duration::from_secs_f64(s.params().part_target);
+        let now = Instant::now();
+        publish_segment(&s, 10);
+        let later = |parts: f64| now + part_target.mul_f64(parts);
+        // Starting (nothing published yet) and idle streams are not expected to advance.
+        assert_eq!(s.stalled(later(10.0)), None);
+        for state in [
+            Lifecycle::Live,
+            Lifecycle::Restarting,
+            Lifecycle::Reconnecting,
+        ] {
+            s.update_status(|st| st.state = state);
+            assert_eq!(s.stalled(later(1.0)), None, "{state:?}: a part target late");
+            let stalled = s.stalled(later(STALL_PARTS + 1.0)).expect("stalled");
+            assert!(stalled > part_target.mul_f64(STALL_PARTS), "{state:?}");
+        }
+        for state in [Lifecycle::Idle, Lifecycle::Ended, Lifecycle::Starting] {
+            s.update_status(|st| st.state = state);
+            assert_eq!(s.stalled(later(100.0)), None, "{state:?}");
+        }
+        // A publication makes a live stream current again.
+        s.update_status(|st| st.state = Lifecycle::Live);
+        publish_segment(&s, 11);
+        assert_eq!(s.stalled(Instant::now()), None);
     }
 }
