@@ -188,7 +188,8 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
                     metrics.clone(),
                     passthrough,
                     Feed::Published,
-                );
+                )
+                .with_tolerance(config.redundancy.tolerance());
                 let Some(feed_rx) = feeds.remove(&stream_config.name) else {
                     continue;
                 };
@@ -207,6 +208,10 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
                     },
                     stop.clone(),
                 );
+                let controller = match &config.redundancy.follow {
+                    Some(primary) => controller.following(primary, config.redundancy.wait()),
+                    None => controller,
+                };
                 running.drivers.push(tokio::spawn(driver.run(driver_rx)));
                 running.controllers.push(tokio::spawn(controller.run()));
             }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use corral_transcoder::config::{Bitrate, TranscoderConfig};
 use serde::Deserialize;
@@ -25,6 +26,8 @@ pub struct OriginConfig {
     pub transcoder: TranscoderConfig,
     /// Where broadcasters publish (RTMP and SRT).
     pub ingest: IngestConfig,
+    /// A primary origin this one stands by for.
+    pub redundancy: RedundancyConfig,
     /// The streams this origin produces.
     pub streams: Vec<StreamConfig>,
 }
@@ -38,6 +41,7 @@ impl Default for OriginConfig {
             llhls: LlhlsConfig::default(),
             transcoder: TranscoderConfig::default(),
             ingest: IngestConfig::default(),
+            redundancy: RedundancyConfig::default(),
             streams: vec![StreamConfig::default()],
         }
     }
@@ -128,6 +132,41 @@ impl Default for MetricsConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
         }
+    }
+}
+
+/// `redundancy:` (see [`crate::redundancy`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedundancyConfig {
+    /// The primary origin (HOST:PORT of its HTTP server) whose epochs this standby follows
+    /// for published streams; `None` for a primary or a lone origin.
+    pub follow: Option<String>,
+    /// Seconds a starting publish waits for the primary's epoch, its parts held back.
+    pub wait: f64,
+    /// Seconds the primary's anchor may be from this origin's own for the same publish.
+    pub tolerance: f64,
+}
+
+impl Default for RedundancyConfig {
+    fn default() -> Self {
+        Self {
+            follow: None,
+            wait: 3.0,
+            tolerance: 1.0,
+        }
+    }
+}
+
+impl RedundancyConfig {
+    /// `wait` as a duration.
+    pub fn wait(&self) -> Duration {
+        Duration::from_secs_f64(self.wait)
+    }
+
+    /// `tolerance` as a duration.
+    pub fn tolerance(&self) -> Duration {
+        Duration::from_secs_f64(self.tolerance)
     }
 }
 
@@ -335,6 +374,18 @@ impl Default for StreamConfig {
 
 impl Validate for OriginConfig {
     fn validate(&self) -> Result<(), Invalid> {
+        let r = &self.redundancy;
+        check_range("redundancy.wait", r.wait, 0.1, 30.0, "seconds")?;
+        check_range("redundancy.tolerance", r.tolerance, 0.01, 10.0, "seconds")?;
+        if let Some(peer) = &r.follow
+            && !peer.contains(':')
+        {
+            return Err(Invalid::new(
+                "redundancy.follow",
+                "HOST:PORT of the primary origin's HTTP server",
+                peer,
+            ));
+        }
         check_range(
             "http.max_connections",
             self.http.max_connections,

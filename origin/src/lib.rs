@@ -14,6 +14,8 @@
 //! - [`stream`] holds each stream's logs and lifecycle, and drives them from transcoder events.
 //! - [`http`] parses requests strictly, waits on publications, and answers with the cache
 //!   policy the edges obey.
+//! - [`redundancy`] lets a standby follow its primary's epochs, so both publish the same
+//!   playlists for the same publish.
 //! - [`config`] is the typed YAML config; [`metrics`] the Prometheus metrics.
 
 pub mod api;
@@ -24,4 +26,5 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod packager;
+pub mod redundancy;
 pub mod stream;

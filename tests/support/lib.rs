@@ -58,6 +58,37 @@ impl Publisher {
     /// Publishes a 320x180 test pattern with a tone to `url` (`rtmp://...` or `srt://...`),
     /// in real time, for `seconds` (or until dropped). `extra` goes before the output.
     pub fn start(url: &str, seconds: Option<u32>, extra: &[&str]) -> Publisher {
+        let format = if url.starts_with("srt://") {
+            "mpegts"
+        } else {
+            "flv"
+        };
+        let mut args = Self::encode_args(seconds);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["-f".to_string(), format.to_string(), url.to_string()]);
+        Self::spawn(&args)
+    }
+
+    /// Publishes the same encoded stream (one encoder, the same timestamps) to every RTMP URL
+    /// of `urls` at once, as a broadcaster feeding a primary and a standby origin does; a
+    /// destination that fails does not stop the others.
+    pub fn start_to_each(urls: &[&str], seconds: Option<u32>) -> Publisher {
+        let mut args = Self::encode_args(seconds);
+        let outputs: Vec<String> = urls
+            .iter()
+            .map(|u| format!("[f=flv:onfail=ignore]{u}"))
+            .collect();
+        args.extend(
+            ["-map", "0:v", "-map", "1:a", "-f", "tee"]
+                .map(String::from)
+                .into_iter()
+                .chain([outputs.join("|")]),
+        );
+        Self::spawn(&args)
+    }
+
+    /// ffmpeg's arguments up to the output: the test pattern and tone, encoded in real time.
+    fn encode_args(seconds: Option<u32>) -> Vec<String> {
         let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin"]
             .map(String::from)
             .to_vec();
@@ -88,15 +119,12 @@ impl Publisher {
             ]
             .map(String::from),
         );
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let format = if url.starts_with("srt://") {
-            "mpegts"
-        } else {
-            "flv"
-        };
-        args.extend(["-f".to_string(), format.to_string(), url.to_string()]);
+        args
+    }
+
+    fn spawn(args: &[String]) -> Publisher {
         let child = Command::new("ffmpeg")
-            .args(&args)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

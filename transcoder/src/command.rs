@@ -4,10 +4,14 @@
 //! video rung plus one AAC encoder. Each rendition is a fragmented MP4 written to its own pipe
 //! (`pipe:3`, `pipe:4`, ...) with one fragment per frame (`frag_every_frame`), so the packager
 //! sees every sample as soon as it is encoded and cuts parts itself. Keyframes are forced on the
-//! segment grid (`-force_key_frames expr:gte(t,n_forced*D)`, no scene-cut keyframes), which
-//! aligns segment boundaries across renditions. `-output_ts_offset` with `frag_discont` keeps
-//! real, mutually consistent decode times in every output, so audio priming does not shift audio
-//! against video.
+//! segment grid (the first frame of each cell of `D` seconds of media time, no scene-cut
+//! keyframes), which aligns segment boundaries across renditions. `-output_ts_offset` with
+//! `frag_discont` keeps real, mutually consistent decode times in every output, so audio priming
+//! does not shift audio against video.
+//!
+//! A source published over RTMP keeps its own timestamps (`-copyts`): media time is the
+//! publisher's clock, so two origins fed the same publish (or one joining it late) cut the same
+//! segments and parts with the same decode times, and a player can move between them.
 
 use std::path::{Path, PathBuf};
 
@@ -264,6 +268,15 @@ fn slate_video(card: &SlateCard, fps: u32) -> String {
     )
 }
 
+/// `-force_key_frames`: the first frame of every grid cell of `segment` seconds of media time
+/// (the first frame of all, too), whatever time the media starts at (a published source keeps
+/// the publisher's timestamps; a frame a millisecond early counts as on the boundary).
+fn keyframe_expression(segment: f64) -> String {
+    format!(
+        "expr:if(isnan(prev_forced_t),1,gte(floor((t+0.001)/{segment}),floor((prev_forced_t+0.001)/{segment})+1))"
+    )
+}
+
 fn movflags_output(args: &mut Vec<String>, fd: i32) {
     args.extend(
         [
@@ -354,11 +367,17 @@ impl TranscodeJob {
                 // Frame-threaded decoding holds (threads - 1) frames back; a published source
                 // is decoded as it arrives instead (and a freeze frame is shown at once).
                 args.extend(
+                    ["-flags", "low_delay", "-analyzeduration", "500000"].map(String::from),
+                );
+                // RTMP timestamps are the publisher's clock from its publish's start: kept,
+                // they place every frame at the same media time on every origin fed the same
+                // publish. (MPEG-TS from SRT is rebased: its starvation freezer's frames stall
+                // ffmpeg's demuxer when its timestamps are kept.)
+                if *format == InputFormat::Flv {
+                    args.push("-copyts".into());
+                }
+                args.extend(
                     [
-                        "-flags",
-                        "low_delay",
-                        "-analyzeduration",
-                        "500000",
                         "-f",
                         match format {
                             InputFormat::Flv => "flv",
@@ -378,7 +397,7 @@ impl TranscodeJob {
             .filter(|r| matches!(r.kind, RenditionKind::Video { .. }))
             .collect();
         let gop = ((f64::from(c.fps) * self.segment_duration).round() as u32).max(1);
-        let force_keys = format!("expr:gte(t,n_forced*{})", self.segment_duration);
+        let force_keys = keyframe_expression(self.segment_duration);
         let passthrough = c.encoder == Encoder::Copy && matches!(self.source, Source::Pipe(_));
 
         if !passthrough {
@@ -592,7 +611,7 @@ mod tests {
         assert_eq!(window(&cmd.args, "-sc_threshold"), ["0", "0"]);
         assert_eq!(
             window(&cmd.args, "-force_key_frames"),
-            ["expr:gte(t,n_forced*2)"; 2]
+            [keyframe_expression(2.0).as_str(); 2]
         );
         assert_eq!(window(&cmd.args, "-tune"), ["zerolatency", "zerolatency"]);
         assert_eq!(window(&cmd.args, "-b:v"), ["2800k", "800k"]);

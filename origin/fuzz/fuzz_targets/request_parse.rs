@@ -70,6 +70,7 @@ fn canonical(route: &Route<'_>) -> (String, Option<String>) {
         } => (format!("/live/{stream}/{rendition}/{msn}.{part}.m4s"), None),
         Route::Streams => ("/api/streams".to_string(), None),
         Route::PlaybackUrl { stream } => (format!("/api/streams/{stream}/playback-url"), None),
+        Route::Epoch { stream } => (format!("/api/streams/{stream}/epoch"), None),
         Route::Health => ("/healthz".to_string(), None),
     }
 }

@@ -63,6 +63,11 @@ pub enum Route<'a> {
         /// Stream name.
         stream: &'a str,
     },
+    /// `/api/streams/{stream}/epoch`: the current run's epoch, for a standby origin.
+    Epoch {
+        /// Stream name.
+        stream: &'a str,
+    },
     /// `/healthz`
     Health,
 }
@@ -147,6 +152,7 @@ pub fn parse<'a>(path: &'a str, query: Option<&str>) -> Result<Route<'a>, Reques
         ["api", "streams", stream, "playback-url"] if is_name(stream) => {
             Route::PlaybackUrl { stream }
         }
+        ["api", "streams", stream, "epoch"] if is_name(stream) => Route::Epoch { stream },
         ["live", stream, "master.m3u8"] if is_name(stream) => Route::Master { stream },
         ["live", stream, rendition, file] if is_name(stream) && is_name(rendition) => {
             media_route(stream, rendition, file, query)?
@@ -350,6 +356,10 @@ mod tests {
             })
         );
         assert_eq!(parse("/api/streams", None), Ok(Route::Streams));
+        assert_eq!(
+            parse("/api/streams/demo/epoch", None),
+            Ok(Route::Epoch { stream: "demo" })
+        );
         assert_eq!(
             parse("/api/streams/demo/playback-url", Some("ttl=60")),
             Ok(Route::PlaybackUrl { stream: "demo" })

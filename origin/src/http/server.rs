@@ -174,7 +174,7 @@ fn kind_of(route: &Result<Route<'_>, RequestError>, path: &str) -> &'static str 
         Ok(Route::Part { .. }) => "part",
         Ok(Route::Segment { .. }) => "segment",
         Ok(Route::Init { .. }) => "init",
-        Ok(Route::Streams | Route::PlaybackUrl { .. }) => "api",
+        Ok(Route::Streams | Route::PlaybackUrl { .. } | Route::Epoch { .. }) => "api",
         Ok(Route::Health) => "health",
         Err(_) if path.ends_with(".m3u8") => "playlist",
         Err(_) => "other",
@@ -339,6 +339,15 @@ async fn answer(state: &HttpState, route: Route<'_>, req: &Request<Incoming>) ->
             streams: state.streams.values().map(|s| api::describe(s)).collect(),
         })),
         Route::PlaybackUrl { stream } => playback_url(state, stream, req),
+        Route::Epoch { stream } => lookup(state, stream).and_then(|s| {
+            s.epoch().map(|e| respond::json(&e)).ok_or_else(|| {
+                respond::text(
+                    StatusCode::NOT_FOUND,
+                    &format!("stream {stream:?} has no transcoder run anchored"),
+                    NO_STORE,
+                )
+            })
+        }),
         Route::Master { stream } => master(state, stream, req).await,
         Route::Playlist {
             stream,

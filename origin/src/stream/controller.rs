@@ -28,6 +28,7 @@ use crate::ingest::hub::{IngestMetrics, Protocol, PublishFeed};
 use crate::ingest::media::MediaChunk;
 use crate::ingest::mpegts::PACKET_LEN;
 use crate::ingest::starvation::{StarvationGuard, Tick, TsFreezer};
+use crate::redundancy::{Follow, await_epoch};
 
 /// How often a publish is checked for starved video.
 const STARVATION_CHECK: Duration = Duration::from_millis(100);
@@ -68,6 +69,9 @@ pub struct PublishController {
     ingest_metrics: IngestMetrics,
     settings: ControllerSettings,
     stop: CancellationToken,
+    /// The primary origin (HOST:PORT) whose epochs this standby follows, and how long a
+    /// starting publish waits for one.
+    follow: Option<(Arc<str>, Duration)>,
 }
 
 impl PublishController {
@@ -96,7 +100,15 @@ impl PublishController {
             ingest_metrics,
             settings,
             stop,
+            follow: None,
         }
+    }
+
+    /// Makes this a standby's controller: each publish's run takes the epoch of `primary`
+    /// (HOST:PORT) when it has the same publish, waiting up to `wait` for it.
+    pub fn following(mut self, primary: &str, wait: Duration) -> Self {
+        self.follow = Some((primary.into(), wait));
+        self
     }
 
     async fn control(&self, control: Control) {
@@ -157,6 +169,28 @@ impl PublishController {
         };
         let mut job = self.template.clone();
         job.source = Source::Pipe(format);
+        // A standby holds the run's first parts until it knows the primary's epoch; the
+        // command goes ahead of the run's events on the driver's channel.
+        let follower = match self.follow.clone() {
+            Some((primary, wait)) => {
+                self.control(Control::Follow(Follow::Waiting)).await;
+                let driver = self.driver.clone();
+                let name = self.stream.name().to_string();
+                Some(tokio::spawn(async move {
+                    let follow = match await_epoch(&primary, &name, wait).await {
+                        Some(epoch) => Follow::Primary(epoch),
+                        None => {
+                            tracing::warn!(stream = %name, %primary, "the primary has no epoch for this publish; anchoring it here");
+                            Follow::Own
+                        }
+                    };
+                    let _ = driver
+                        .send(DriverInput::Control(Control::Follow(follow)))
+                        .await;
+                }))
+            }
+            None => None,
+        };
         let (stdin_tx, stdin_rx) = mpsc::channel(4);
         let (events_tx, events_rx) = mpsc::channel(1024);
         let run_stop = self.stop.child_token();
@@ -208,6 +242,9 @@ impl PublishController {
             let _ = transcoder.await;
         }
         let _ = forwarder.await;
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         self.stream.update_status(|s| s.ingest = None);
         end
     }
@@ -216,6 +253,10 @@ impl PublishController {
     /// (`Some(None)`) or the origin stops (`None`).
     async fn reconnect(&mut self) -> Option<Option<PublishFeed>> {
         self.control(Control::State(Lifecycle::Reconnecting)).await;
+        // The slate is this origin's own.
+        if self.follow.is_some() {
+            self.control(Control::Follow(Follow::Own)).await;
+        }
         let clip = self.slate.borrow().clone();
         let player_stop = CancellationToken::new();
         let player = match clip {

@@ -9,6 +9,11 @@
 //! of the run is then MSN `base + k` in every rendition, with a program date-time of
 //! `anchor + k × segment_duration`. The log turns any hole left by a restart into gaps and puts
 //! a discontinuity and the new init segment before the run's first segment.
+//!
+//! A standby origin may take its epoch from its primary instead ([`crate::redundancy`]): the
+//! controller says a publish is starting ([`Follow::Waiting`]) and, later, what the primary
+//! has; meanwhile the run's fragments wait, with the time they arrived, so the driver's own
+//! anchor is what it would have been.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +30,11 @@ use crate::packager::log::{InitEntry, PartEntry};
 use crate::packager::segmenter::{
     BoundaryPolicy, Segmenter, SegmenterConfig, SegmenterOutput, SegmenterStats,
 };
+use crate::redundancy::{EpochInfo, Follow, adopt};
+
+/// Fragments a run holds back while it waits for the primary's epoch (at 30 fps, a ladder of
+/// four renditions writes about 150 a second): beyond this it anchors itself.
+const MAX_WAITING_FRAGMENTS: usize = 4096;
 
 /// The current transcoder run's mapping from media time to wall-clock time and MSNs.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +82,12 @@ pub struct StreamDriver {
     tracks: Vec<Option<Track>>,
     /// When the media of the current publish started arriving, until its first part is out.
     media_started: Option<std::time::Instant>,
+    /// Where the next epoch comes from.
+    follow: Follow,
+    /// How far the primary's anchor may be from ours.
+    tolerance: Duration,
+    /// A run's fragments held back while `follow` is waiting, with when they arrived.
+    waiting: Vec<(usize, Fragment, SystemTime)>,
 }
 
 /// A command from the stream's controller.
@@ -83,6 +99,8 @@ pub enum Control {
     MediaStarted(std::time::Instant),
     /// End the stream: every playlist gets `EXT-X-ENDLIST`.
     End,
+    /// Where the coming runs' epochs come from (a standby's publish follows its primary).
+    Follow(Follow),
 }
 
 /// What the driver reads, in order: events of the transcoder runs (or slate) and commands of the
@@ -138,7 +156,16 @@ impl StreamDriver {
             epoch: None,
             tracks: (0..n).map(|_| None).collect(),
             media_started: None,
+            follow: Follow::Own,
+            tolerance: Duration::from_secs(1),
+            waiting: Vec::new(),
         }
+    }
+
+    /// How far a primary's anchor may be from this origin's own for the same publish.
+    pub fn with_tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = tolerance;
+        self
     }
 
     /// Handles events until the supervisor's channel closes.
@@ -158,6 +185,8 @@ impl StreamDriver {
                 self.run = run;
                 self.run_started = Some(self.clock.now());
                 self.epoch = None;
+                self.stream.set_epoch(None);
+                self.waiting.clear();
                 self.tracks.iter_mut().for_each(|t| *t = None);
             }
             SupervisorEvent::Init {
@@ -238,6 +267,21 @@ impl StreamDriver {
     }
 
     fn on_fragment(&mut self, index: usize, fragment: Fragment) {
+        let arrived = self.clock.now();
+        self.on_fragment_at(index, fragment, arrived);
+    }
+
+    /// `fragment`, which arrived at `arrived` (earlier, for one held back).
+    fn on_fragment_at(&mut self, index: usize, fragment: Fragment, arrived: SystemTime) {
+        if self.epoch.is_none() && self.follow == Follow::Waiting {
+            if self.waiting.len() < MAX_WAITING_FRAGMENTS {
+                self.waiting.push((index, fragment, arrived));
+                return;
+            }
+            tracing::warn!(stream = %self.stream.name(), "the primary's epoch took too long; anchoring this run itself");
+            self.follow = Follow::Own;
+            self.release_waiting();
+        }
         let Some(track) = self.tracks.get(index).and_then(Option::as_ref) else {
             return;
         };
@@ -249,9 +293,12 @@ impl StreamDriver {
             return;
         };
         if self.epoch.is_none() {
+            let ts = f64::from(track.timescale);
             let end = run.decode_time + run.duration();
-            let media = (end as f64 - track.grid_origin as f64) / f64::from(track.timescale);
-            self.open_epoch(media);
+            let media = (end as f64 - track.grid_origin as f64) / ts;
+            let start = (run.decode_time as f64 - track.grid_origin as f64) / ts;
+            let first_segment = (start.max(0.0) / self.stream.params().segment_duration) as u64;
+            self.open_epoch(media, arrived, first_segment);
         }
         for sample in run.samples {
             let outputs = match self.tracks[index].as_mut() {
@@ -263,16 +310,17 @@ impl StreamDriver {
         self.report_repairs(index);
     }
 
-    /// Anchors a new epoch: media time 0 is the run's start, or now minus `media_secs` (the
-    /// media already received).
-    fn open_epoch(&mut self, media_secs: f64) {
-        let now = self.clock.now();
-        let anchor = match (self.feed, self.run_started) {
+    /// Anchors a new epoch: media time 0 is the run's start, or `arrived` minus `media_secs`
+    /// (the media received by then), or the primary's anchor for the same publish. The run's
+    /// first media falls in grid segment `first_segment`, whose MSN must come after the last
+    /// one published.
+    fn open_epoch(&mut self, media_secs: f64, arrived: SystemTime, first_segment: u64) {
+        let own = match (self.feed, self.run_started) {
             (Feed::Generated, Some(started)) => started,
-            _ => shift(now, -media_secs),
+            _ => shift(arrived, -media_secs),
         };
         let d = self.stream.params().segment_duration;
-        let from_clock = (anchor
+        let from_clock = (own
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64()
@@ -285,11 +333,39 @@ impl StreamDriver {
             .filter_map(|r| r.with_log(|log| log.position().last_segment))
             .max()
             .map_or(0, |m| m + 1);
-        let base_msn = from_clock.max(after_last);
+        let mut anchor = own;
+        let mut base_msn = from_clock.max(after_last.saturating_sub(first_segment));
+        if let Follow::Primary(primary) = self.follow {
+            match adopt(own, &primary, self.tolerance, first_segment, after_last) {
+                Ok((a, b)) => {
+                    (anchor, base_msn) = (a, b);
+                    tracing::info!(stream = %self.stream.name(), run = self.run, "following the primary's epoch");
+                }
+                Err(why) => {
+                    tracing::warn!(stream = %self.stream.name(), run = self.run, %why, "not following the primary: anchoring this run itself");
+                }
+            }
+        }
         tracing::info!(stream = %self.stream.name(), run = self.run, base_msn, "transcoder run anchored");
         self.epoch = Some(Epoch { base_msn, anchor });
+        // A publish's run, not the slate (which plays while the stream is reconnecting).
+        let published =
+            self.feed == Feed::Published && self.stream.state() != Lifecycle::Reconnecting;
+        self.stream.set_epoch(Some(EpochInfo {
+            run: self.run,
+            anchor_unix_ns: EpochInfo::nanos(anchor),
+            base_msn,
+            published,
+        }));
         for i in 0..self.tracks.len() {
             self.start_epoch_for(i);
+        }
+    }
+
+    /// Handles the fragments held back for the primary's epoch, in order.
+    fn release_waiting(&mut self) {
+        for (index, fragment, arrived) in std::mem::take(&mut self.waiting) {
+            self.on_fragment_at(index, fragment, arrived);
         }
     }
 
@@ -421,6 +497,12 @@ impl StreamDriver {
             Control::State(state) => self.set_state(state),
             Control::MediaStarted(at) => self.media_started = Some(at),
             Control::End => self.end_stream(),
+            Control::Follow(follow) => {
+                self.follow = follow;
+                if follow != Follow::Waiting {
+                    self.release_waiting();
+                }
+            }
         }
     }
 
@@ -456,6 +538,7 @@ impl StreamDriver {
             self.publish(index, outputs);
         }
         self.epoch = None;
+        self.stream.set_epoch(None);
         let now = self.clock.now();
         match outcome {
             RunOutcome::Finished | RunOutcome::Stopped if self.feed == Feed::Generated => {

@@ -64,6 +64,10 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::fed(Feed::Generated)
+    }
+
+    fn fed(feed: Feed) -> Self {
         let specs = vec![
             RenditionSpec {
                 name: "v".into(),
@@ -87,13 +91,7 @@ impl Harness {
         let clock = Arc::new(FakeClock(Mutex::new(start_time())));
         let metrics =
             OriginMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let driver = StreamDriver::new(
-            stream.clone(),
-            clock.clone(),
-            metrics,
-            false,
-            Feed::Generated,
-        );
+        let driver = StreamDriver::new(stream.clone(), clock.clone(), metrics, false, feed);
         Self {
             driver,
             stream,
@@ -316,4 +314,72 @@ fn events_of_an_old_run_are_ignored() {
         fragment: stale,
     });
     assert_eq!(h.stream.renditions()[0].with_log(|l| l.version()), before);
+}
+
+fn primary_epoch(anchor: SystemTime, base_msn: u64) -> EpochInfo {
+    EpochInfo {
+        run: 7,
+        anchor_unix_ns: EpochInfo::nanos(anchor),
+        base_msn,
+        published: true,
+    }
+}
+
+#[test]
+fn a_standby_holds_its_first_parts_until_it_takes_the_primarys_epoch() {
+    let mut h = Harness::fed(Feed::Published);
+    h.driver.control(Control::State(Lifecycle::Starting));
+    h.driver.control(Control::Follow(Follow::Waiting));
+    h.start_run();
+    h.feed(4.0);
+    assert_eq!(h.stream.epoch(), None, "nothing anchored while it waits");
+    assert_eq!(
+        h.stream.renditions()[0].with_log(|log| log.segments().count()),
+        0,
+        "no part published while it waits"
+    );
+    // The primary saw the same publish 40 ms later, and numbers it from the same MSN.
+    let theirs = start_time() + Duration::from_millis(40);
+    h.driver
+        .control(Control::Follow(Follow::Primary(primary_epoch(
+            theirs,
+            900_000_000,
+        ))));
+    let epoch = h.stream.epoch().expect("anchored");
+    assert_eq!((epoch.anchor(), epoch.base_msn), (theirs, 900_000_000));
+    assert!(epoch.published, "a publish's epoch, followable in turn");
+    let text = h.playlist(0);
+    assert!(
+        text.contains("#EXT-X-PROGRAM-DATE-TIME:2027-01-15T08:00:01.040Z"),
+        "dated by the primary's anchor: {text}"
+    );
+    assert!(
+        text.contains("#EXT-X-MAP:URI=\"init-900000000.mp4\""),
+        "{text}"
+    );
+    // Every part held back was published, in order.
+    let parts: usize = h.stream.renditions()[0]
+        .with_log(|log| log.segments().map(|s| s.parts.len()).sum::<usize>());
+    assert!(parts >= 11, "{parts} parts for 4 s of media: {text}");
+}
+
+#[test]
+fn a_standby_anchors_itself_when_the_primary_is_on_another_publish_or_has_none() {
+    for primary in [
+        Follow::Own,
+        Follow::Primary(primary_epoch(start_time() + Duration::from_secs(3), 1)),
+    ] {
+        let mut h = Harness::fed(Feed::Published);
+        h.driver.control(Control::State(Lifecycle::Starting));
+        h.driver.control(Control::Follow(Follow::Waiting));
+        h.start_run();
+        h.feed(0.5);
+        h.driver.control(Control::Follow(primary));
+        let epoch = h.stream.epoch().expect("anchored");
+        assert_eq!(
+            (epoch.anchor(), epoch.base_msn),
+            (start_time(), 900_000_000),
+            "its own anchor, from when the media arrived, not when it stopped waiting"
+        );
+    }
 }

@@ -26,6 +26,7 @@ use crate::packager::params::LlhlsParams;
 use crate::packager::playlist::{
     AudioVariant, Form, RenditionReport, VideoVariant, media_playlist, multivariant_playlist,
 };
+use crate::redundancy::EpochInfo;
 
 /// Part targets without a publication after which a stream that should be advancing counts
 /// as stalled (see [`Stream::stalled`]).
@@ -223,6 +224,8 @@ pub struct Stream {
     renditions: Vec<Rendition>,
     status: Mutex<StreamStatus>,
     master: Mutex<Option<Bytes>>,
+    /// The current transcoder run's epoch, once anchored.
+    epoch: Mutex<Option<EpochInfo>>,
     /// Bumped whenever a rendition's track becomes known or changes.
     tracks: watch::Sender<u64>,
 }
@@ -277,6 +280,7 @@ impl Stream {
                 reconnects: 0,
             }),
             master: Mutex::new(None),
+            epoch: Mutex::new(None),
             tracks: watch::channel(0).0,
         })
     }
@@ -388,6 +392,15 @@ impl Stream {
         let body = Bytes::from(multivariant_playlist(&video, audio.as_ref()));
         *self.master.lock() = Some(body.clone());
         Some(body)
+    }
+
+    /// The current run's epoch (what a standby follows), once anchored.
+    pub fn epoch(&self) -> Option<EpochInfo> {
+        *self.epoch.lock()
+    }
+
+    fn set_epoch(&self, epoch: Option<EpochInfo>) {
+        *self.epoch.lock() = epoch;
     }
 
     fn set_track(&self, index: usize, track: TrackInfo) {

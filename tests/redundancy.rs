@@ -1,0 +1,214 @@
+//! Redundant origins: one broadcaster publishing the same stream to a primary origin and to a
+//! standby that follows the primary's epochs (`redundancy.follow`). Both publish the same
+//! playlists for the same media (MSNs, part URIs and durations, program date-times, init
+//! segment names) and parts with the same decode times, so an edge moves its players from the
+//! primary to the standby when the primary dies, and the players see no seam.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use corral_e2e::edge::{Edge, origin_requests};
+use corral_e2e::{Origin, Publisher, SERIAL, free_port, free_udp_port};
+use corral_loadtest::playlist::{MediaPlaylist, Segment};
+
+const PLAYLIST: &str = "/live/studio/180p/index.m3u8";
+
+fn config(rtmp: u16, follow: Option<SocketAddr>) -> String {
+    let follow = follow.map_or(String::new(), |p| {
+        format!("redundancy: {{ follow: \"{p}\" }}\n")
+    });
+    format!(
+        "transcoder:
+  x264_preset: ultrafast
+  ladder:
+    - {{ name: 180p, width: 320, height: 180, bitrate: 300k }}
+  audio: {{ name: audio, bitrate: 64k }}
+ingest:
+  rtmp: {{ listen: 127.0.0.1:{rtmp} }}
+  srt: {{ listen: 127.0.0.1:{srt} }}
+  media_timeout: 2
+  reconnect_grace: 30
+{follow}streams:
+  - {{ name: studio, source: publish, key: studio-key }}
+",
+        srt = free_udp_port(),
+    )
+}
+
+/// The origin's playlist once it lists at least `complete` complete segments.
+async fn playlist_with(origin: &Origin, complete: usize) -> MediaPlaylist {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = origin.get(PLAYLIST, &[]).await;
+        if r.status == 200 {
+            let p = MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
+                .expect("a playlist");
+            if p.segments.iter().filter(|s| s.duration.is_some()).count() >= complete {
+                return p;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{PLAYLIST} never had {complete} complete segments\n{}",
+            origin.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The origin's epoch of the stream: its anchor and base MSN.
+async fn epoch(origin: &Origin) -> (serde_json::Value, serde_json::Value) {
+    let r = origin.get("/api/streams/studio/epoch", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    (v["anchor_unix_ns"].clone(), v["base_msn"].clone())
+}
+
+/// The decode time (`tfdt`) of the first track fragment of a part.
+fn decode_time(part: &[u8]) -> u64 {
+    let at = part
+        .windows(4)
+        .position(|w| w == b"tfdt")
+        .expect("a tfdt box");
+    let version = part[at + 4];
+    let value = &part[at + 8..];
+    if version == 1 {
+        u64::from_be_bytes(value[..8].try_into().expect("8 bytes"))
+    } else {
+        u64::from(u32::from_be_bytes(value[..4].try_into().expect("4 bytes")))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_fed_the_same_publish_serves_the_same_playlists_and_takes_over_seamlessly() {
+    let _serial = SERIAL.lock().await;
+    let (rtmp_primary, rtmp_standby) = (free_port(), free_port());
+    let mut primary = Origin::start(&config(rtmp_primary, None));
+    let standby = Origin::start(&config(rtmp_standby, Some(primary.http)));
+    let _publisher = Publisher::start_to_each(
+        &[
+            &format!("rtmp://127.0.0.1:{rtmp_primary}/live/studio-key"),
+            &format!("rtmp://127.0.0.1:{rtmp_standby}/live/studio-key"),
+        ],
+        None,
+    );
+
+    // The standby took the primary's epoch of this publish.
+    let a = playlist_with(&primary, 3).await;
+    let b = playlist_with(&standby, 3).await;
+    assert_eq!(epoch(&primary).await, epoch(&standby).await);
+    assert!(standby.log().contains("following the primary's epoch"));
+
+    // Every complete segment both list is the same: MSN, date, duration, URI, parts, init.
+    let complete = |p: &MediaPlaylist| -> Vec<Segment> {
+        p.segments
+            .iter()
+            .filter(|s| s.duration.is_some())
+            .cloned()
+            .collect()
+    };
+    let (sa, sb) = (complete(&a), complete(&b));
+    let common: Vec<u64> = sa
+        .iter()
+        .map(|s| s.msn)
+        .filter(|m| sb.iter().any(|s| s.msn == *m))
+        .collect();
+    assert!(common.len() >= 2, "{a:#?}\n{b:#?}");
+    for msn in &common {
+        let x = sa.iter().find(|s| s.msn == *msn).expect("listed");
+        let y = sb.iter().find(|s| s.msn == *msn).expect("listed");
+        assert_eq!(x, y, "segment {msn} differs between the origins");
+    }
+    // A part has the same decode time on both (the same place on the players' timeline).
+    let part = &sa
+        .iter()
+        .find(|s| s.msn == common[common.len() - 1])
+        .expect("listed")
+        .parts[2]
+        .uri;
+    let path = format!("/live/studio/180p/{part}");
+    let (pa, pb) = (primary.get(&path, &[]).await, standby.get(&path, &[]).await);
+    assert_eq!((pa.status.as_u16(), pb.status.as_u16()), (200, 200));
+    assert_eq!(decode_time(&pa.body), decode_time(&pb.body), "{path}");
+
+    // Players follow the stream through an edge in front of both; the primary dies.
+    let edge = Edge::start(
+        &[&primary.http.to_string(), &standby.http.to_string()],
+        "upstream: { health_interval: 0.2 }\n",
+    );
+    let mut playlist = edge_playlist(&edge).await;
+    for _ in 0..3 {
+        playlist = step(&edge, &playlist).await;
+    }
+    let before = playlist.clone();
+    primary.kill();
+    for _ in 0..9 {
+        playlist = step(&edge, &playlist).await;
+    }
+    assert!(origin_requests(&standby, "blocking_playlist").await >= 9.0);
+    // The standby's playlist carries on the primary's: the segments the viewer saw before
+    // are listed the same, and no discontinuity came after them.
+    let last_before = before.segments.last().expect("segments").msn;
+    // (Parts are listed for the last few segments only, so they are left out here.)
+    let listed = |s: &Segment| Segment {
+        parts: Vec::new(),
+        ..s.clone()
+    };
+    for s in before.segments.iter().filter(|s| s.duration.is_some()) {
+        if let Some(now) = playlist.segments.iter().find(|n| n.msn == s.msn) {
+            assert_eq!(
+                listed(now),
+                listed(s),
+                "segment {} changed with the origin",
+                s.msn
+            );
+        }
+    }
+    assert!(
+        playlist
+            .segments
+            .iter()
+            .filter(|s| s.msn >= last_before)
+            .all(|s| !s.discontinuity && !s.gap),
+        "a seam after the failover: {playlist:#?}"
+    );
+    let msns: Vec<u64> = playlist.segments.iter().map(|s| s.msn).collect();
+    assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{msns:?}");
+    assert!(
+        msns.last() > Some(&last_before),
+        "the stream went on: {msns:?}"
+    );
+}
+
+/// The edge's playlist once it is live there.
+async fn edge_playlist(edge: &Edge) -> MediaPlaylist {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = edge.get(PLAYLIST).await;
+        if r.status == 200 {
+            return MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
+                .expect("a playlist");
+        }
+        assert!(Instant::now() < deadline, "no playlist at the edge");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One viewer step through the edge: the blocking playlist for the hinted part, then the part
+/// (each retried once, as a player would); the new playlist.
+async fn step(edge: &Edge, playlist: &MediaPlaylist) -> MediaPlaylist {
+    let hint = playlist.preload_hint.clone().expect("a hinted part");
+    let (msn, part) = MediaPlaylist::part_position(&hint).expect("msn.part.m4s");
+    let get = async |path: String| {
+        for _ in 0..2 {
+            let r = edge.get(&path).await;
+            if r.status == 200 {
+                return r;
+            }
+        }
+        panic!("GET {path} failed twice\n{}", edge.log());
+    };
+    let listed = get(format!("{PLAYLIST}?_HLS_msn={msn}&_HLS_part={part}")).await;
+    get(format!("/live/studio/180p/{hint}")).await;
+    MediaPlaylist::parse(std::str::from_utf8(&listed.body).expect("utf-8")).expect("a playlist")
+}
