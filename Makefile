@@ -3,7 +3,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test deps test-deps web build release lint bench bench-watch bench-compare bench-viewers fuzz fuzz-smoke clean
+.PHONY: run test deps test-deps web build release lint bench bench-watch bench-compare bench-viewers fault-suite fuzz fuzz-smoke clean
 
 ## run: start the local stack (origin with the built-in test source, an edge in front, the chat
 ## relay) and print its URLs
@@ -63,6 +63,11 @@ bench-compare: deps release
 ## a table for BENCHMARKS.md)
 bench-viewers: deps release
 	scripts/bench-viewers.sh
+
+## fault-suite: every fault injected while 200 players watch (origin killed or hung, ffmpeg
+## killed, publisher gone, edge restarted); prints the table of stalls and recovery times
+fault-suite: deps
+	scripts/fault-suite.sh
 
 ## fuzz: run every fuzz target for FUZZ_SECONDS seconds (with AddressSanitizer)
 fuzz:

@@ -172,8 +172,9 @@ pub struct UpstreamConfig {
     pub answer_timeout: f64,
     /// Time an origin may take to start answering a request it holds until the object exists
     /// (a blocking playlist, a part that may be only hinted) before the request goes to the
-    /// next origin: longer than the origin takes to publish the next part (about 3 part
-    /// targets). The origin is not marked down for it (a player may ask further ahead); once
+    /// next origin: longer than the origin takes to publish the next part (about 2 part
+    /// targets; a standby fed the same publish answers the same, so a player that asked
+    /// further ahead only costs a second request). The origin is not marked down for it (a player may ask further ahead); once
     /// every origin has been tried, the last try waits `read_timeout`.
     pub hold_timeout: f64,
     /// The same for a segment, which the origin holds while it is being written: longer than
@@ -236,7 +237,7 @@ impl Default for UpstreamConfig {
         Self {
             connect_timeout: 1.0,
             answer_timeout: 0.5,
-            hold_timeout: 1.0,
+            hold_timeout: 0.7,
             segment_timeout: 3.0,
             read_timeout: 12.0,
             idle_timeout: 60.0,

@@ -12,6 +12,8 @@ use crate::{Scratch, binary, free_port, metric, wait_listening};
 /// See the module documentation.
 pub struct Edge {
     child: Child,
+    /// How it was started, to start it again on the same ports.
+    command: Vec<std::ffi::OsString>,
     /// Its HTTP/1.1 address.
     pub http: SocketAddr,
     /// Its metrics address.
@@ -78,19 +80,16 @@ impl Edge {
             }
         }
         let path = scratch.file("edge.yaml", &config);
-        let log = std::fs::File::create(scratch.0.join("edge.log")).expect("log file");
-        let child = command
+        command
             .arg("--config")
             .arg(&path)
             .arg("--listen")
-            .arg(http.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("edge starts");
+            .arg(http.to_string());
+        let args: Vec<std::ffi::OsString> = command.get_args().map(Into::into).collect();
+        let child = spawn_logged(&args, &scratch.0.join("edge.log"));
         let mut edge = Edge {
             child,
+            command: args,
             http,
             metrics,
             client: HttpClient::new(Duration::from_secs(20)),
@@ -103,6 +102,18 @@ impl Edge {
         addrs.extend(edge.tls);
         wait_listening(&mut edge.child, &addrs, "edge", &log);
         edge
+    }
+
+    /// Kills it (SIGKILL, a crash: its players' connections reset) and starts it again with
+    /// the same config on the same ports, its cache empty; returns once it listens.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = self.scratch.0.join("edge.log");
+        self.child = spawn_logged(&self.command, &log);
+        let mut addrs = vec![self.http, self.metrics];
+        addrs.extend(self.tls);
+        wait_listening(&mut self.child, &addrs, "edge", &log);
     }
 
     /// Its resident memory in kB (VmRSS).
@@ -180,6 +191,22 @@ impl Drop for Edge {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Starts the edge binary with `args`, its output appended to `log`.
+fn spawn_logged(args: &[std::ffi::OsString], log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(binary("edge"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("edge starts")
 }
 
 /// The media playlist the edge tests watch.

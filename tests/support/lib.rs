@@ -22,7 +22,11 @@ pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug").join(name);
+    // CORRAL_BIN_DIR picks other builds (the fault suite's script runs the release ones).
+    let dir = std::env::var_os("CORRAL_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target.join("debug"));
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is missing: build the binaries first with `cargo build --workspace --bins` (make test does)",
