@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use corral_e2e::edge::Edge;
-use corral_e2e::{Origin, Publisher, SERIAL, binary, free_port, free_udp_port};
+use corral_e2e::{Origin, Publisher, SERIAL, binary, free_port, published_origin_config};
 use corral_loadtest::client::HttpClient;
 use corral_loadtest::playlist::MediaPlaylist;
 use tokio::sync::watch;
@@ -26,28 +26,6 @@ const BEFORE: Duration = Duration::from_secs(6);
 /// Watching after the fault (and after the end of a fault that lasts).
 const AFTER: Duration = Duration::from_secs(10);
 
-fn origin_config(rtmp: u16, follow: Option<std::net::SocketAddr>) -> String {
-    let follow = follow.map_or(String::new(), |p| {
-        format!("redundancy: {{ follow: \"{p}\" }}\n")
-    });
-    format!(
-        "transcoder:
-  x264_preset: ultrafast
-  ladder:
-    - {{ name: 180p, width: 320, height: 180, bitrate: 300k }}
-  audio: {{ name: audio, bitrate: 64k }}
-ingest:
-  rtmp: {{ listen: 127.0.0.1:{rtmp} }}
-  srt: {{ listen: 127.0.0.1:{srt} }}
-  media_timeout: 1
-  reconnect_grace: 30
-{follow}streams:
-  - {{ name: {STREAM}, source: publish, key: studio-key }}
-",
-        srt = free_udp_port(),
-    )
-}
-
 /// The region: a publisher, a primary and a standby origin, an edge in front of both.
 struct Stack {
     primary: Origin,
@@ -60,11 +38,13 @@ struct Stack {
 impl Stack {
     async fn start() -> Stack {
         let rtmp = [free_port(), free_port()];
-        let primary =
-            Origin::start_with_http("  on_stop: hand_over\n", &origin_config(rtmp[0], None));
+        let primary = Origin::start_with_http(
+            "  on_stop: hand_over\n",
+            &published_origin_config(rtmp[0], None),
+        );
         let standby = Origin::start_with_http(
             "  on_stop: hand_over\n",
-            &origin_config(rtmp[1], Some(primary.http)),
+            &published_origin_config(rtmp[1], Some(primary.http)),
         );
         let mut stack = Stack {
             edge: Edge::start(&[&primary.http.to_string(), &standby.http.to_string()], ""),

@@ -4,36 +4,13 @@
 //! segment names) and parts with the same decode times, so an edge moves its players from the
 //! primary to the standby when the primary dies, and the players see no seam.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use corral_e2e::edge::{Edge, origin_requests};
-use corral_e2e::{Origin, Publisher, SERIAL, free_port, free_udp_port};
+use corral_e2e::{Origin, Publisher, SERIAL, free_port, published_origin_config};
 use corral_loadtest::playlist::{MediaPlaylist, Segment};
 
 const PLAYLIST: &str = "/live/studio/180p/index.m3u8";
-
-fn config(rtmp: u16, follow: Option<SocketAddr>) -> String {
-    let follow = follow.map_or(String::new(), |p| {
-        format!("redundancy: {{ follow: \"{p}\" }}\n")
-    });
-    format!(
-        "transcoder:
-  x264_preset: ultrafast
-  ladder:
-    - {{ name: 180p, width: 320, height: 180, bitrate: 300k }}
-  audio: {{ name: audio, bitrate: 64k }}
-ingest:
-  rtmp: {{ listen: 127.0.0.1:{rtmp} }}
-  srt: {{ listen: 127.0.0.1:{srt} }}
-  media_timeout: 2
-  reconnect_grace: 30
-{follow}streams:
-  - {{ name: studio, source: publish, key: studio-key }}
-",
-        srt = free_udp_port(),
-    )
-}
 
 /// The origin's playlist once it lists at least `complete` complete segments.
 async fn playlist_with(origin: &Origin, complete: usize) -> MediaPlaylist {
@@ -83,8 +60,8 @@ fn decode_time(part: &[u8]) -> u64 {
 async fn a_standby_fed_the_same_publish_serves_the_same_playlists_and_takes_over_seamlessly() {
     let _serial = SERIAL.lock().await;
     let (rtmp_primary, rtmp_standby) = (free_port(), free_port());
-    let mut primary = Origin::start(&config(rtmp_primary, None));
-    let standby = Origin::start(&config(rtmp_standby, Some(primary.http)));
+    let mut primary = Origin::start(&published_origin_config(rtmp_primary, None));
+    let standby = Origin::start(&published_origin_config(rtmp_standby, Some(primary.http)));
     let _publisher = Publisher::start_to_each(
         &[
             &format!("rtmp://127.0.0.1:{rtmp_primary}/live/studio-key"),

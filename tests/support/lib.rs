@@ -17,6 +17,31 @@ use corral_loadtest::playlist::MediaPlaylist;
 /// Tests that run an origin take the lock so their ffmpeg ladders do not compete for the CPU.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// An origin config for a published stream `studio` (key `studio-key`) on the 180p test
+/// ladder, taking RTMP on `rtmp` (SRT on a free port); with `follow`, a standby that follows
+/// that primary. The redundancy and fault tests run a primary and a standby with it.
+pub fn published_origin_config(rtmp: u16, follow: Option<SocketAddr>) -> String {
+    let follow = follow.map_or(String::new(), |p| {
+        format!("redundancy: {{ follow: \"{p}\" }}\n")
+    });
+    format!(
+        "transcoder:
+  x264_preset: ultrafast
+  ladder:
+    - {{ name: 180p, width: 320, height: 180, bitrate: 300k }}
+  audio: {{ name: audio, bitrate: 64k }}
+ingest:
+  rtmp: {{ listen: 127.0.0.1:{rtmp} }}
+  srt: {{ listen: 127.0.0.1:{srt} }}
+  media_timeout: 1
+  reconnect_grace: 30
+{follow}streams:
+  - {{ name: studio, source: publish, key: studio-key }}
+",
+        srt = free_udp_port(),
+    )
+}
+
 /// The path of a workspace binary built by `cargo build --workspace --bins`.
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
