@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_e2e::edge::{Edge, PLAYLIST, live_playlist, origin_config, origin_requests};
+use corral_e2e::edge::{
+    Edge, PLAYLIST, live_playlist, origin_config, origin_requests, viewer_step,
+};
 use corral_e2e::{Origin, SERIAL, metric_sum};
 use corral_loadtest::client::Fetched;
 use corral_loadtest::playlist::MediaPlaylist;
@@ -279,39 +281,6 @@ async fn edge_wait_for_upstream(origin: &Origin) {
     }
 }
 
-/// One LL-HLS viewer step through the edge: the blocking playlist for the hinted part, then
-/// the part. A failed request is retried once (a player's retry budget); returns the new
-/// playlist, and how many retries it took.
-async fn viewer_step(edge: &Edge, playlist: &MediaPlaylist) -> (MediaPlaylist, usize) {
-    let hint = playlist.preload_hint.clone().expect("a hinted part");
-    let (msn, part) = MediaPlaylist::part_position(&hint).expect("msn.part.m4s");
-    let mut retries = 0;
-    let mut fetch = async |path: String| {
-        for attempt in 0..2 {
-            match edge.client.get(&edge.url(&path), &[]).await {
-                Ok(r) if r.status == 200 => return r,
-                other => {
-                    let what = other
-                        .map(|r| r.status.to_string())
-                        .unwrap_or_else(|e| e.to_string());
-                    assert!(
-                        attempt == 0,
-                        "GET {path} failed twice: {what}\n{}",
-                        edge.log()
-                    );
-                    retries += 1;
-                }
-            }
-        }
-        unreachable!("the loop returns or fails")
-    };
-    let listed = fetch(format!("{PLAYLIST}?_HLS_msn={msn}&_HLS_part={part}")).await;
-    fetch(format!("/live/demo/360p/{hint}")).await;
-    let next = MediaPlaylist::parse(std::str::from_utf8(&listed.body).expect("utf-8"))
-        .expect("a playlist");
-    (next, retries)
-}
-
 /// How the primary origin goes away in a failover test.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Gone {
@@ -347,7 +316,7 @@ async fn failover(gone: Gone) {
     let edge = Edge::start(&[&p, &s], "upstream: { health_interval: 0.2 }\n");
     let mut playlist = live_playlist(&edge).await;
     for _ in 0..3 {
-        let (next, retries) = viewer_step(&edge, &playlist).await;
+        let (next, retries) = viewer_step(&edge, PLAYLIST, &playlist).await;
         assert_eq!(retries, 0, "no failure while the primary is up");
         playlist = next;
     }
@@ -401,7 +370,7 @@ async fn failover(gone: Gone) {
     let start_msn = playlist.segments.last().expect("segments").msn;
     let mut total_retries = 0;
     for _ in 0..9 {
-        let (next, retries) = viewer_step(&edge, &playlist).await;
+        let (next, retries) = viewer_step(&edge, PLAYLIST, &playlist).await;
         total_retries += retries;
         playlist = next;
     }

@@ -55,7 +55,7 @@ impl Stack {
         };
         stack.publish();
         for origin in [&stack.primary, &stack.standby] {
-            live(origin).await;
+            origin.playlist_with(PLAYLIST, 2).await;
         }
         stack
     }
@@ -68,26 +68,6 @@ impl Stack {
             &[urls[0].as_str(), urls[1].as_str()],
             None,
         ));
-    }
-}
-
-/// Waits until `origin` lists two complete segments of the stream.
-async fn live(origin: &Origin) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let r = origin.get(PLAYLIST, &[]).await;
-        if r.status == 200
-            && MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
-                .is_ok_and(|p| p.segments.iter().filter(|s| s.duration.is_some()).count() >= 2)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream never went live\n{}",
-            origin.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

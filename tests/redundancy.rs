@@ -4,34 +4,11 @@
 //! segment names) and parts with the same decode times, so an edge moves its players from the
 //! primary to the standby when the primary dies, and the players see no seam.
 
-use std::time::{Duration, Instant};
-
-use corral_e2e::edge::{Edge, origin_requests};
+use corral_e2e::edge::{Edge, live_playlist_of, origin_requests, viewer_step};
 use corral_e2e::{Origin, Publisher, SERIAL, free_port, published_origin_config};
 use corral_loadtest::playlist::{MediaPlaylist, Segment};
 
 const PLAYLIST: &str = "/live/studio/180p/index.m3u8";
-
-/// The origin's playlist once it lists at least `complete` complete segments.
-async fn playlist_with(origin: &Origin, complete: usize) -> MediaPlaylist {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let r = origin.get(PLAYLIST, &[]).await;
-        if r.status == 200 {
-            let p = MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
-                .expect("a playlist");
-            if p.segments.iter().filter(|s| s.duration.is_some()).count() >= complete {
-                return p;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{PLAYLIST} never had {complete} complete segments\n{}",
-            origin.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// The origin's epoch of the stream: its anchor and base MSN.
 async fn epoch(origin: &Origin) -> (serde_json::Value, serde_json::Value) {
@@ -71,8 +48,8 @@ async fn a_standby_fed_the_same_publish_serves_the_same_playlists_and_takes_over
     );
 
     // The standby took the primary's epoch of this publish.
-    let a = playlist_with(&primary, 3).await;
-    let b = playlist_with(&standby, 3).await;
+    let a = primary.playlist_with(PLAYLIST, 3).await;
+    let b = standby.playlist_with(PLAYLIST, 3).await;
     assert_eq!(epoch(&primary).await, epoch(&standby).await);
     assert!(standby.log().contains("following the primary's epoch"));
 
@@ -113,14 +90,14 @@ async fn a_standby_fed_the_same_publish_serves_the_same_playlists_and_takes_over
         &[&primary.http.to_string(), &standby.http.to_string()],
         "upstream: { health_interval: 0.2 }\n",
     );
-    let mut playlist = edge_playlist(&edge).await;
+    let mut playlist = live_playlist_of(&edge, PLAYLIST).await;
     for _ in 0..3 {
-        playlist = step(&edge, &playlist).await;
+        playlist = viewer_step(&edge, PLAYLIST, &playlist).await.0;
     }
     let before = playlist.clone();
     primary.kill();
     for _ in 0..9 {
-        playlist = step(&edge, &playlist).await;
+        playlist = viewer_step(&edge, PLAYLIST, &playlist).await.0;
     }
     assert!(origin_requests(&standby, "blocking_playlist").await >= 9.0);
     // The standby's playlist carries on the primary's: the segments the viewer saw before
@@ -155,37 +132,4 @@ async fn a_standby_fed_the_same_publish_serves_the_same_playlists_and_takes_over
         msns.last() > Some(&last_before),
         "the stream went on: {msns:?}"
     );
-}
-
-/// The edge's playlist once it is live there.
-async fn edge_playlist(edge: &Edge) -> MediaPlaylist {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = edge.get(PLAYLIST).await;
-        if r.status == 200 {
-            return MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
-                .expect("a playlist");
-        }
-        assert!(Instant::now() < deadline, "no playlist at the edge");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// One viewer step through the edge: the blocking playlist for the hinted part, then the part
-/// (each retried once, as a player would); the new playlist.
-async fn step(edge: &Edge, playlist: &MediaPlaylist) -> MediaPlaylist {
-    let hint = playlist.preload_hint.clone().expect("a hinted part");
-    let (msn, part) = MediaPlaylist::part_position(&hint).expect("msn.part.m4s");
-    let get = async |path: String| {
-        for _ in 0..2 {
-            let r = edge.get(&path).await;
-            if r.status == 200 {
-                return r;
-            }
-        }
-        panic!("GET {path} failed twice\n{}", edge.log());
-    };
-    let listed = get(format!("{PLAYLIST}?_HLS_msn={msn}&_HLS_part={part}")).await;
-    get(format!("/live/studio/180p/{hint}")).await;
-    MediaPlaylist::parse(std::str::from_utf8(&listed.body).expect("utf-8")).expect("a playlist")
 }

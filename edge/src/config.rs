@@ -167,15 +167,15 @@ pub struct UpstreamConfig {
     /// Time to connect to an origin before trying the next.
     pub connect_timeout: f64,
     /// Time an origin may take to start answering a request for an object it has or refuses at
-    /// once (an init segment, the multivariant or a directive-less playlist) before
-    /// it is marked down and the request goes to the next origin.
+    /// once (an init segment, the multivariant or a directive-less playlist) before it is
+    /// marked down and the request goes to the next origin.
     pub answer_timeout: f64,
     /// Time an origin may take to start answering a request it holds until the object exists
     /// (a blocking playlist, a part that may be only hinted) before the request goes to the
     /// next origin: longer than the origin takes to publish the next part (about 2 part
-    /// targets; a standby fed the same publish answers the same, so a player that asked
-    /// further ahead only costs a second request). The origin is not marked down for it (a player may ask further ahead); once
-    /// every origin has been tried, the last try waits `read_timeout`.
+    /// targets). The origin is not marked down for it: a player may ask further ahead, and a
+    /// standby fed the same publish answers the same, so that costs only a second request.
+    /// Once every origin has been tried, the last try waits `read_timeout`.
     pub hold_timeout: f64,
     /// The same for a segment, which the origin holds while it is being written: longer than
     /// a target duration.

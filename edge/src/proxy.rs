@@ -12,8 +12,8 @@
 //! 4. On a miss, `upstream_peer` picks the origin ([`crate::upstream`]: the first healthy one)
 //!    with a time limit for its answer by kind (`answer_timeout` for what it has or refuses at
 //!    once, `hold_timeout` and `segment_timeout` for what it may hold until it exists), and
-//!    `upstream_request_filter`
-//!    sends the normalized target, so what is cached is exactly what was asked. A failed try
+//!    `upstream_request_filter` sends the normalized target, so what is cached is exactly what
+//!    was asked. A failed try
 //!    goes to the next origin as long as no origin has answered yet: `fail_to_connect` and
 //!    `error_while_proxy` mark the origin down when it is broken (refused, reset, silent on
 //!    something it has), and `upstream_response_filter` turns a 5xx (marked down) or a 404 (not
@@ -91,6 +91,13 @@ pub struct RequestCtx {
     /// Playlist bytes received so far, and how many the response said it has.
     received: usize,
     expected: Option<usize>,
+}
+
+/// The `Content-Length` of an answer, when it has a valid one.
+fn content_length(resp: &ResponseHeader) -> Option<usize> {
+    resp.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
 }
 
 /// Why a try at an origin failed.
@@ -266,17 +273,11 @@ impl Edge {
             .headers
             .get(http::header::ACCEPT_ENCODING)
             .is_some_and(|v| gzip::accepts_gzip(v.as_bytes()));
-        let length = resp
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        let Some(length) = length.filter(|_| accepts) else {
+        if !accepts || content_length(resp).is_none() {
             return Ok(());
-        };
+        }
         ctx.gzip = GzipState::Gathering;
-        ctx.expected = Some(length);
-        ctx.received = 0;
-        resp.remove_header(&http::header::CONTENT_LENGTH);
+        Self::body_rewritten(session, resp, ctx)?;
         // Byte ranges of the identity body mean nothing in the compressed one.
         resp.remove_header(&http::header::ACCEPT_RANGES);
         resp.insert_header(http::header::CONTENT_ENCODING, "gzip")?;
@@ -295,7 +296,20 @@ impl Edge {
             let weak = [b"W/", etag.as_bytes()].concat();
             resp.insert_header(http::header::ETAG, weak)?;
         }
-        if req.version == pingora::http::Version::HTTP_11 {
+        Ok(())
+    }
+
+    /// The body `response_body_filter` sends differs from the origin's (signatures handed on,
+    /// or compressed): the origin's length is kept in `ctx.expected` to know when the body is
+    /// whole, and the answer goes out without one (chunked over HTTP/1.1).
+    fn body_rewritten(
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.expected = content_length(resp);
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        if session.req_header().version == pingora::http::Version::HTTP_11 {
             resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
         Ok(())
@@ -678,17 +692,9 @@ impl ProxyHttp for Edge {
             ctx.hand_on = None;
         }
         if ctx.hand_on.is_some() {
-            // The URIs grow by the signature: the length is the rewritten body's, sent chunked.
-            ctx.expected = resp
-                .headers
-                .get("content-length")
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            resp.remove_header("content-length");
-            if session.req_header().version == pingora::http::Version::HTTP_11 {
-                resp.insert_header("transfer-encoding", "chunked")?;
-            }
-        }
-        if ctx.hand_on.is_none() {
+            // The URIs grow by the signature.
+            Self::body_rewritten(session, resp, ctx)?;
+        } else {
             self.answer_with_shared_gzip(session, resp, ctx)?;
         }
         if resp.headers.get("age").is_none() {

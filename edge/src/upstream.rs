@@ -2,10 +2,11 @@
 //! healthy one (the primary while it is up), and to the next on failure.
 //!
 //! An origin is marked down when a request cannot connect to it or loses its connection, and
-//! by the health check (`GET /healthz` every `health_interval`) when it fails
-//! [`DOWN_AFTER`] checks in a row (no 200 in time); it is up again when a check passes. Host names are resolved by the health check (off
-//! the request path), so a request never waits on DNS; an IP address needs no resolving. When every origin is down, requests still try
-//! them in order rather than fail without trying. The selection is pure code; the health check
+//! by the health check (`GET /healthz` every `health_interval`) when it fails [`DOWN_AFTER`]
+//! checks in a row (no 200 in time); it is up again when a check passes. Host names are
+//! resolved by the health check (off the request path), so a request never waits on DNS; an IP
+//! address needs no resolving. When every origin is down, requests still try them in order
+//! rather than fail without trying. The selection is pure code; the health check
 //! is the only thing here that does I/O.
 
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_loadtest::client::{Fetched, HttpClient};
+use corral_loadtest::playlist::MediaPlaylist;
 
 use crate::{Scratch, binary, free_port, metric, wait_listening};
 
@@ -229,14 +230,17 @@ pub async fn origin_requests(origin: &crate::Origin, kind: &str) -> f64 {
 }
 
 /// [`PLAYLIST`] through the edge (HTTP/1.1), once the stream is live there.
-pub async fn live_playlist(edge: &Edge) -> corral_loadtest::playlist::MediaPlaylist {
+pub async fn live_playlist(edge: &Edge) -> MediaPlaylist {
+    live_playlist_of(edge, PLAYLIST).await
+}
+
+/// The media playlist at `path` through the edge (HTTP/1.1), once the stream is live there.
+pub async fn live_playlist_of(edge: &Edge, path: &str) -> MediaPlaylist {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = edge.get(PLAYLIST).await;
+        let r = edge.get(path).await;
         if r.status == 200
-            && let Ok(p) = corral_loadtest::playlist::MediaPlaylist::parse(
-                std::str::from_utf8(&r.body).expect("utf-8"),
-            )
+            && let Ok(p) = MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
             && p.preload_hint.is_some()
         {
             return p;
@@ -248,4 +252,42 @@ pub async fn live_playlist(edge: &Edge) -> corral_loadtest::playlist::MediaPlayl
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// One LL-HLS viewer step through the edge on the media playlist at `path`: the blocking
+/// playlist for the hinted part, then the part. A failed request is retried once (a player's
+/// retry budget); returns the new playlist, and how many retries it took.
+pub async fn viewer_step(
+    edge: &Edge,
+    path: &str,
+    playlist: &MediaPlaylist,
+) -> (MediaPlaylist, usize) {
+    let hint = playlist.preload_hint.clone().expect("a hinted part");
+    let (msn, part) = MediaPlaylist::part_position(&hint).expect("msn.part.m4s");
+    let folder = &path[..path.rfind('/').expect("a path") + 1];
+    let mut retries = 0;
+    let mut fetch = async |path: String| {
+        for attempt in 0..2 {
+            match edge.client.get(&edge.url(&path), &[]).await {
+                Ok(r) if r.status == 200 => return r,
+                other => {
+                    let what = other
+                        .map(|r| r.status.to_string())
+                        .unwrap_or_else(|e| e.to_string());
+                    assert!(
+                        attempt == 0,
+                        "GET {path} failed twice: {what}\n{}",
+                        edge.log()
+                    );
+                    retries += 1;
+                }
+            }
+        }
+        unreachable!("the loop returns or fails")
+    };
+    let listed = fetch(format!("{path}?_HLS_msn={msn}&_HLS_part={part}")).await;
+    fetch(format!("{folder}{hint}")).await;
+    let next = MediaPlaylist::parse(std::str::from_utf8(&listed.body).expect("utf-8"))
+        .expect("a playlist");
+    (next, retries)
 }

@@ -369,6 +369,27 @@ impl Origin {
         MediaPlaylist::parse(text).unwrap_or_else(|e| panic!("{path}: {e}\n{text}"))
     }
 
+    /// The media playlist at `path` once it lists at least `complete` complete segments
+    /// (within 40 s).
+    pub async fn playlist_with(&self, path: &str, complete: usize) -> MediaPlaylist {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let r = self.get(path, &[]).await;
+            if r.status == 200
+                && let Ok(p) = MediaPlaylist::parse(std::str::from_utf8(&r.body).expect("utf-8"))
+                && p.segments.iter().filter(|s| s.duration.is_some()).count() >= complete
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never had {complete} complete segments\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The origin's Prometheus metrics as text.
     pub async fn metrics_text(&self) -> String {
         let uri = format!("http://{}/metrics", self.metrics)
@@ -415,8 +436,7 @@ impl Origin {
 
     /// Sends SIGTERM and returns at once (the origin stops on its own; `stop` waits).
     pub fn terminate(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.signal(nix::sys::signal::Signal::SIGTERM);
     }
 
     /// Sends SIGTERM and waits for the exit status.
