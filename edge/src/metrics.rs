@@ -41,6 +41,8 @@ pub struct EdgeMetrics {
     pub cache_filling: IntGauge,
     /// Fills that failed (upstream error or too large).
     pub cache_failed_fills: IntGauge,
+    /// Misses that found their object arrived after their lookup and did not fetch it again.
+    pub cache_late_lookups: IntCounter,
     /// Player connections open now, by protocol (`tcp`, `h3`).
     pub connections_open: IntGaugeVec,
     /// Player connections closed at once because the limit were open, by protocol.
@@ -139,6 +141,11 @@ impl EdgeMetrics {
                 "edge_cache_failed_fills",
                 "Upstream fetches that failed or were too large to keep",
             )?,
+            cache_late_lookups: IntCounter::new(
+                "edge_cache_late_lookups_total",
+                "Misses whose object arrived between their lookup and their lock, served from \
+                 the cache instead of fetched again",
+            )?,
             connections_open: IntGaugeVec::new(
                 Opts::new("edge_connections_open", "Player connections open now"),
                 &["protocol"],
@@ -170,6 +177,7 @@ impl EdgeMetrics {
         registry.register(Box::new(m.cache_bytes.clone()))?;
         registry.register(Box::new(m.cache_filling.clone()))?;
         registry.register(Box::new(m.cache_failed_fills.clone()))?;
+        registry.register(Box::new(m.cache_late_lookups.clone()))?;
         Ok(m)
     }
 }

@@ -7,7 +7,9 @@
 //!    ([`crate::web`]).
 //! 2. `request_cache_filter`: every cacheable request enables the cache and the cache lock,
 //!    whatever its kind: blocking playlists and hinted parts coalesce like everything else.
-//!    No predictor: one uncacheable answer never turns coalescing off for a key.
+//!    No predictor: one uncacheable answer never turns coalescing off for a key. The lock is
+//!    [`crate::storage::FillAwareLock`]: a miss whose object landed between its lookup and its
+//!    lock reads the object instead of fetching it a second time.
 //! 3. `cache_key_callback`: the normalized key of [`crate::request`].
 //! 4. On a miss, `upstream_peer` picks the origin ([`crate::upstream`]: the first healthy one)
 //!    with a time limit for its answer by kind (`answer_timeout` for what it has or refuses at
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
-use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::cache::{
     CacheKey, CacheMeta, CacheMetaDefaults, CacheOptionOverrides, CachePhase, NoCacheReason,
     RespCacheable,
@@ -51,7 +53,7 @@ use crate::gzip::{self, GzipCache};
 use crate::metrics::EdgeMetrics;
 use crate::request::{self, CacheRequest, ObjectKind};
 use crate::signing;
-use crate::storage::MediaCache;
+use crate::storage::{FillAwareLock, MediaCache};
 use crate::upstream::Origins;
 use crate::web::{self, WebPage};
 
@@ -160,7 +162,8 @@ impl Edge {
         metrics: EdgeMetrics,
     ) -> Self {
         let lock_timeout = config.cache.lock_timeout();
-        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_timeout));
+        let lock: &'static CacheKeyLockImpl =
+            Box::leak(Box::new(FillAwareLock::new(lock_timeout, storage)));
         let secs = Duration::from_secs_f64;
         Self {
             origins,

@@ -148,10 +148,12 @@ impl Admin {
         set(&self.metrics.cache_bytes, s.bytes);
         set(&self.metrics.cache_filling, s.filling);
         set(&self.metrics.cache_failed_fills, s.failed_fills);
-        let counted = self.metrics.cache_evictions.get();
-        self.metrics
-            .cache_evictions
-            .inc_by(s.evictions.saturating_sub(counted));
+        for (counter, total) in [
+            (&self.metrics.cache_evictions, s.evictions),
+            (&self.metrics.cache_late_lookups, s.late_lookups),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 }
 

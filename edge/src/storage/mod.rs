@@ -9,6 +9,9 @@
 //! moment the leader does. Bodies are kept as the chunks upstream sent, shared, never copied.
 
 mod fill;
+mod lock;
+
+pub use lock::FillAwareLock;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -123,6 +126,9 @@ pub struct StorageStats {
     pub failed_fills: u64,
     /// Objects evicted to stay within the byte bound since start (expiry not counted).
     pub evictions: u64,
+    /// Misses whose object arrived between their lookup and their lock, served from the cache
+    /// instead of fetched again, since start.
+    pub late_lookups: u64,
 }
 
 /// See the module documentation.
@@ -131,6 +137,7 @@ pub struct MediaCache {
     fills: Mutex<HashMap<HashBinary, Arc<Fill>>>,
     next_id: AtomicU64,
     failed_fills: AtomicU64,
+    late_lookups: AtomicU64,
     evictions: Arc<AtomicU64>,
     max_object_bytes: usize,
     max_ttl: Duration,
@@ -159,6 +166,7 @@ impl MediaCache {
             fills: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             failed_fills: AtomicU64::new(0),
+            late_lookups: AtomicU64::new(0),
             evictions,
             max_object_bytes,
             max_ttl,
@@ -174,7 +182,17 @@ impl MediaCache {
             filling: self.fills.lock().len() as u64,
             failed_fills: self.failed_fills.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
+            late_lookups: self.late_lookups.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether `key` is stored or being filled now.
+    fn holds(&self, key: &HashBinary) -> bool {
+        self.fills.lock().contains_key(key) || self.complete.contains_key(key)
+    }
+
+    fn count_late_lookup(&self) {
+        self.late_lookups.fetch_add(1, Ordering::Relaxed);
     }
 
     fn complete(
