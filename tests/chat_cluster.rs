@@ -165,6 +165,61 @@ async fn a_room_spans_two_nodes_and_survives_losing_one() {
     assert!(b.metric("corral_chat_bus_reconnects_total").await >= 1.0);
 }
 
+/// The chat load on both nodes: receivers and senders spread over A and B; A is killed
+/// while messages flow. Its clients come back on B after a jittered back-off with their last
+/// offset, and every acked message reaches every receiver, once.
+#[tokio::test]
+async fn chatters_on_a_killed_node_come_back_on_the_other_and_lose_nothing() {
+    let redis = Redis::start();
+    let mut a = ChatRelay::start(&format!(
+        "redis_url: {}\nrate_burst: 10000\nrate_period: 1.0\n",
+        redis.url
+    ));
+    let b = ChatRelay::start(&format!(
+        "redis_url: {}\nrate_burst: 10000\nrate_period: 1.0\n",
+        redis.url
+    ));
+    let load = tokio::process::Command::new(corral_e2e::binary("loadtest"))
+        .args(["chat", &a.ws_url("cluster-load", None)])
+        .args(["--node", &b.ws_url("cluster-load", None)])
+        .args(["--connections", "40", "--senders", "2", "--rate", "20"])
+        .args(["--duration", "6s", "--settle", "3s", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("loadtest runs");
+    // Kill A once messages are flowing through it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.metric("corral_chat_messages_total").await < 20.0 {
+        assert!(Instant::now() < deadline, "no messages on A\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill();
+    let out = load.wait_with_output().await.expect("loadtest ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["connections_held_at_start"], 40, "{report}");
+    // Half the receivers and one sender were on A.
+    assert_eq!(report["receiver_reconnects"], 20, "{report}");
+    assert_eq!(report["sender_reconnects"], 1, "{report}");
+    assert_eq!(report["incomplete_recoveries"], 0, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    let acked = report["messages_acked"].as_u64().expect("acked");
+    assert!(acked >= 60, "{report}");
+    assert_eq!(report["deliveries"].as_u64(), Some(acked * 40), "{report}");
+    assert!(report["longest_away_ms"].as_u64() < Some(5_000), "{report}");
+    assert!(
+        b.metric("corral_chat_recoveries_total{recovered=\"true\"}")
+            .await
+            >= 20.0
+    );
+}
+
 #[tokio::test]
 async fn a_node_started_without_redis_refuses_to_run() {
     // A Redis URL that nothing listens on: a clear error and a non-zero exit, not a node that

@@ -31,7 +31,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::receiver::WorkerLine;
-use self::sender::{Sending, schedule, send_messages, sender_url, token};
+use self::sender::{Link, Sending, schedule, send_messages, sender_url, token};
 use self::tally::{LatencyQuantiles, WorkerSummary, lost};
 use self::wire::unix_ns;
 
@@ -52,8 +52,10 @@ pub type ChatSocket = WebSocketStream<TcpStream>;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ChatPlan {
-    /// The room's WebSocket URL (`ws://HOST:PORT/v1/rooms/ROOM/ws`).
-    pub url: String,
+    /// The room's WebSocket URL on each relay node (`ws://HOST:PORT/v1/rooms/ROOM/ws`), one
+    /// or more: receivers and senders are spread over them in turn, and a client whose node
+    /// goes away reconnects to the next with its last offset.
+    pub urls: Vec<String>,
     /// Read-only receiving connections.
     pub connections: usize,
     /// Users sending, each on its own connection with its own token.
@@ -92,8 +94,11 @@ pub fn default_workers(connections: usize) -> usize {
 pub struct ChatReport {
     /// `chat`: tells this report from the other modes'.
     pub scenario: String,
-    /// The room.
+    /// The room, on its first node.
     pub url: String,
+    /// The room on every node.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// Receiving connections asked for.
     pub connections: usize,
     /// Worker processes, and how many of them reported.
@@ -140,6 +145,29 @@ pub struct ChatReport {
     /// Connections (receivers and senders) that ended during the run, by close code (1006:
     /// without a close frame).
     pub closes_by_code: BTreeMap<u16, u64>,
+    /// Receivers back after their connection ended (on the next node, with their offset).
+    #[serde(default)]
+    pub receiver_reconnects: u64,
+    /// Senders back after their connection ended.
+    #[serde(default)]
+    pub sender_reconnects: u64,
+    /// Deliveries that came in a reconnect's recovery frame (in `deliveries`, not in the
+    /// latency).
+    #[serde(default)]
+    pub recovered_deliveries: u64,
+    /// Reconnects whose recovery was incomplete (the relay had not kept all that was missed).
+    #[serde(default)]
+    pub incomplete_recoveries: u64,
+    /// Messages a receiver got twice (dropped by offset).
+    #[serde(default)]
+    pub duplicates: u64,
+    /// The longest a receiver was away: from its connection's end to its recovery, ms.
+    #[serde(default)]
+    pub longest_away_ms: u64,
+    /// Messages written whose ack never came (their sender's connection ended first): a
+    /// client shows them as not sent; they are not expected at the receivers.
+    #[serde(default)]
+    pub messages_unacked: u64,
     /// The relay's resident memory before any connection, KiB.
     pub rss_before_kb: Option<u64>,
     /// ... and with every connection held.
@@ -160,7 +188,7 @@ impl ChatReport {
     pub fn summary_line(&self) -> String {
         let ms = |us: u64| us as f64 / 1000.0;
         format!(
-            "chat: {}/{} receivers held ({} failed to connect), {} sent, {} acked, {} deliveries ({:.0}/s), latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} lost{}",
+            "chat: {}/{} receivers held ({} failed to connect), {} sent, {} acked, {} deliveries ({:.0}/s), latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} lost{}{}",
             self.connections_held,
             self.connections,
             self.connect_failures,
@@ -172,6 +200,19 @@ impl ChatReport {
             ms(self.latency_us.p99),
             ms(self.latency_us.max),
             self.lost,
+            if self.receiver_reconnects + self.sender_reconnects > 0 {
+                format!(
+                    ", {} receivers and {} senders reconnected (longest away {} ms, {} recovered, {} incomplete recoveries, {} unacked)",
+                    self.receiver_reconnects,
+                    self.sender_reconnects,
+                    self.longest_away_ms,
+                    self.recovered_deliveries,
+                    self.incomplete_recoveries,
+                    self.messages_unacked,
+                )
+            } else {
+                String::new()
+            },
             if self.interrupted {
                 " (interrupted)"
             } else {
@@ -195,7 +236,15 @@ pub async fn run(plan: &ChatPlan) -> anyhow::Result<ChatReport> {
             "--rate: expected 0 (hold connections only) or 0.001 to 1,000,000 messages per second"
         );
     }
-    let server = resolve(&plan.url).await?;
+    let Some(first_url) = plan.urls.first() else {
+        bail!("expected the room's URL");
+    };
+    let mut servers = Vec::new();
+    for url in &plan.urls {
+        servers.push(resolve(url).await?);
+    }
+    let run = run_id();
+    let since = last_offset(first_url).await;
     let mut interrupt = interrupt_on_ctrl_c();
     let rss_before_kb = plan.server_pid.and_then(rss_kb);
 
@@ -206,11 +255,17 @@ pub async fn run(plan: &ChatPlan) -> anyhow::Result<ChatReport> {
     let exp =
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + plan.duration.as_secs() + 3600;
     for i in 0..plan.senders {
-        let url = sender_url(&plan.url, &token(&plan.secret, i, exp)?);
+        let token = token(&plan.secret, i, exp)?;
         let source =
             (!plan.source_addrs.is_empty()).then(|| plan.source_addrs[i % plan.source_addrs.len()]);
-        match open_socket(&url, server, source).await {
-            Ok(s) => sender_sockets.push(s),
+        let link = Link {
+            urls: plan.urls.iter().map(|u| sender_url(u, &token)).collect(),
+            servers: servers.clone(),
+            node: i % plan.urls.len(),
+            source,
+        };
+        match open_socket(&link.urls[link.node], servers[link.node], source).await {
+            Ok(s) => sender_sockets.push((link, s)),
             Err(e) => {
                 tracing::warn!(sender = i, error = %e, "a sender cannot connect");
                 sender_failures.record_connect_failure(&e);
@@ -225,7 +280,7 @@ pub async fn run(plan: &ChatPlan) -> anyhow::Result<ChatReport> {
     for index in 0..plan.workers {
         let share =
             plan.connections / plan.workers + usize::from(index < plan.connections % plan.workers);
-        workers.push(WorkerProcess::spawn(plan, index, share, first)?);
+        workers.push(WorkerProcess::spawn(plan, index, share, first, run, since)?);
         first += share;
     }
     // Every connection has its own timeout, so a ramp ends on its own; this is the backstop.
@@ -261,10 +316,10 @@ pub async fn run(plan: &ChatPlan) -> anyhow::Result<ChatReport> {
     let mut queues = Vec::new();
     let mut sender_tasks = Vec::new();
     let (closing_tx, closing) = watch::channel(false);
-    for (i, socket) in sender_sockets.into_iter().enumerate() {
+    for (i, (link, socket)) in sender_sockets.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel(SENDER_QUEUE);
         queues.push(tx);
-        let sender = send_messages(i, socket, rx, sending.clone(), closing.clone());
+        let sender = send_messages(i, run, link, socket, rx, sending.clone(), closing.clone());
         sender_tasks.push(tokio::spawn(sender));
     }
     let cpu_before = plan.server_pid.and_then(crate::hits::cpu_seconds);
@@ -311,11 +366,18 @@ pub async fn run(plan: &ChatPlan) -> anyhow::Result<ChatReport> {
     for (code, n) in sending.closes.lock().iter() {
         *merged.closes_by_code.entry(*code).or_default() += n;
     }
+    let refused: u64 = sending.refused.lock().values().sum();
     let acked = sending.acked.lock();
+    let messages_unacked = sending
+        .sent
+        .load(Ordering::Relaxed)
+        .saturating_sub(acked.len() as u64)
+        .saturating_sub(refused);
     let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
     Ok(ChatReport {
         scenario: "chat".into(),
-        url: plan.url.clone(),
+        url: first_url.clone(),
+        nodes: plan.urls.clone(),
         connections: plan.connections,
         workers: plan.workers,
         workers_reported,
@@ -343,6 +405,13 @@ pub async fn run(plan: &ChatPlan) -> anyhow::Result<ChatReport> {
         lost: lost(&acked, merged.held_at_start, &merged.received),
         latency_us: merged.latency_us.quantiles(),
         closes_by_code: merged.closes_by_code.clone(),
+        receiver_reconnects: merged.reconnects,
+        sender_reconnects: sending.reconnects.load(Ordering::Relaxed),
+        recovered_deliveries: merged.recovered_deliveries,
+        incomplete_recoveries: merged.incomplete_recoveries,
+        duplicates: merged.duplicates,
+        longest_away_ms: merged.longest_away_ms,
+        messages_unacked,
         rss_before_kb,
         rss_after_kb,
         rss_bytes_per_connection: rss_before_kb
@@ -385,6 +454,40 @@ async fn unless_interrupted<F: Future>(
         out = f => Some(out),
         _ = raised(interrupt) => None,
     }
+}
+
+/// A run id, to tell this run's messages from others' in the room's history.
+fn run_id() -> u32 {
+    // This process's id and the clock's nanoseconds: two runs in one room differ in either.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::process::id().rotate_left(16) ^ nanos
+}
+
+/// The room's last offset now (from its history, `GET .../messages?limit=1` beside the
+/// WebSocket URL); 0 for an empty room or when the history cannot be read (said on stderr).
+async fn last_offset(ws_url: &str) -> u64 {
+    let history = ws_url
+        .strip_prefix("ws://")
+        .and_then(|rest| {
+            rest.strip_suffix("/ws")
+                .or_else(|| rest.split_once("/ws?").map(|(a, _)| a))
+        })
+        .map(|room| format!("http://{room}/messages?limit=1"));
+    let read = async {
+        let uri: http::Uri = history.context("not a room URL")?.parse()?;
+        let r = crate::client::HttpClient::new(CONNECT_TIMEOUT)
+            .get(&uri, &[])
+            .await?;
+        anyhow::ensure!(r.status == 200, "{uri}: {}", r.status);
+        let page: serde_json::Value = serde_json::from_slice(&r.body)?;
+        anyhow::Ok(page["messages"][0]["offset"].as_u64().unwrap_or(0))
+    };
+    read.await.unwrap_or_else(|e| {
+        eprintln!("chat: the room's history cannot be read ({e:#}): receivers that reconnect before their first message recover from offset 0");
+        0
+    })
 }
 
 /// The address of the room URL's host (`ws://` only).
@@ -466,12 +569,23 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     /// Starts worker `index` on `share` receivers, the first of them number `first`.
-    fn spawn(plan: &ChatPlan, index: usize, share: usize, first: usize) -> anyhow::Result<Self> {
+    fn spawn(
+        plan: &ChatPlan,
+        index: usize,
+        share: usize,
+        first: usize,
+        run: u32,
+        since: u64,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this program to start workers")?;
         let mut command = tokio::process::Command::new(exe);
         command
             .arg("chat-worker")
-            .arg(&plan.url)
+            .args(&plan.urls)
+            .arg("--run")
+            .arg(run.to_string())
+            .arg("--since")
+            .arg(since.to_string())
             .arg("--connections")
             .arg(share.to_string())
             .arg("--connect-rate")
@@ -536,7 +650,7 @@ impl WorkerProcess {
     async fn summary(&mut self) -> anyhow::Result<WorkerSummary> {
         loop {
             if let WorkerLine::Summary(summary) = self.next().await? {
-                return Ok(summary);
+                return Ok(*summary);
             }
         }
     }

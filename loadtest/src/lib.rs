@@ -16,6 +16,7 @@
 //! origin's writer is never checked against itself; [`latency`] holds the HdrHistograms every
 //! mode records into and workers send to their parent.
 
+pub mod backoff;
 pub mod chat;
 pub mod client;
 pub mod config;

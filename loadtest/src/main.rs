@@ -143,6 +143,10 @@ struct HerdArgs {
 struct ChatArgs {
     /// The room's WebSocket URL (ws://HOST:PORT/v1/rooms/ROOM/ws).
     url: String,
+    /// The same room on another relay node (repeat or comma-separate): clients are spread
+    /// over all the nodes, and reconnect to the next with their last offset when theirs ends.
+    #[arg(long = "node", value_delimiter = ',', value_name = "URL")]
+    nodes: Vec<String>,
     /// Read-only receiving connections.
     #[arg(short = 'n', long, default_value_t = 32)]
     connections: usize,
@@ -216,7 +220,12 @@ struct ReportArgs {
 
 #[derive(Debug, Args)]
 struct ChatWorkerArgs {
-    url: String,
+    #[arg(required = true)]
+    urls: Vec<String>,
+    #[arg(long)]
+    run: u32,
+    #[arg(long, default_value_t = 0)]
+    since: u64,
     #[arg(long)]
     connections: usize,
     #[arg(long)]
@@ -285,7 +294,7 @@ async fn run(mode: Mode) -> anyhow::Result<()> {
         }
         Mode::Chat(a) => {
             let plan = ChatPlan {
-                url: a.url,
+                urls: std::iter::once(a.url).chain(a.nodes).collect(),
                 connections: a.connections,
                 senders: a.senders,
                 rate: a.rate,
@@ -305,7 +314,9 @@ async fn run(mode: Mode) -> anyhow::Result<()> {
         }
         Mode::ChatWorker(a) => {
             let plan = WorkerPlan {
-                url: a.url,
+                urls: a.urls,
+                run: a.run,
+                since: a.since,
                 connections: a.connections,
                 connect_rate: a.connect_rate,
                 source_addrs: a.source_addrs,

@@ -4,11 +4,15 @@
 //! told to stop by a `stop` line on stdin, or by stdin's end (the parent died). Nothing else
 //! may go to stdout; logs go to stderr. Ctrl-C is left to the parent, which asks for the
 //! summary.
+//!
+//! A receiver whose connection ends comes back the way a chat client does: after a jittered
+//! back-off, to the next node of the room's list, with the offset of the last message it
+//! has (`since`), and counts what the relay's recovery frame brings as delivered, once.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -18,14 +22,26 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::tally::{CLOSE_ABNORMAL, WorkerSummary};
-use super::wire::{ServerFrame, read_frame, unix_ns};
+use super::wire::{ServerFrame, Stamp, read_frame, unix_ns};
 use super::{ChatSocket, open_socket, raised, resolve};
+use crate::backoff::Backoff;
+
+/// The first reconnect's back-off; it doubles with each failed try, up to [`RECONNECT_MAX`].
+const RECONNECT_BASE: Duration = Duration::from_millis(100);
+/// The longest back-off between reconnect tries.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// What one worker holds.
 #[derive(Debug, Clone)]
 pub struct WorkerPlan {
-    /// The room's WebSocket URL (`ws://HOST:PORT/v1/rooms/ROOM/ws`).
-    pub url: String,
+    /// The room's WebSocket URL on each node (`ws://HOST:PORT/v1/rooms/ROOM/ws`): receivers
+    /// are spread over them and move to the next when theirs ends.
+    pub urls: Vec<String>,
+    /// The run's id: only messages stamped with it count.
+    pub run: u32,
+    /// The room's last offset before the run: where a receiver that had no message yet
+    /// recovers from.
+    pub since: u64,
     /// Receiving connections to hold.
     pub connections: usize,
     /// New connections per second.
@@ -51,13 +67,15 @@ pub enum WorkerLine {
         connect_failures: u64,
     },
     /// The counts, when told to stop.
-    Summary(WorkerSummary),
+    Summary(Box<WorkerSummary>),
 }
 
 /// What the worker's connections share.
 struct Receivers {
-    url: String,
-    server: SocketAddr,
+    urls: Vec<String>,
+    servers: Vec<SocketAddr>,
+    run: u32,
+    since: u64,
     open: AtomicU64,
     tally: Mutex<WorkerSummary>,
     /// Set once the summary is out: every connection closes with a close frame, so the relay
@@ -72,9 +90,16 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// told to stop, says `summary`.
 pub async fn run_worker(plan: &WorkerPlan) -> anyhow::Result<()> {
     let (closing_tx, closing) = watch::channel(false);
+    let mut servers = Vec::new();
+    for url in &plan.urls {
+        servers.push(resolve(url).await?);
+    }
+    anyhow::ensure!(!servers.is_empty(), "no room URL");
     let receivers = Arc::new(Receivers {
-        url: plan.url.clone(),
-        server: resolve(&plan.url).await?,
+        urls: plan.urls.clone(),
+        servers,
+        run: plan.run,
+        since: plan.since,
         open: AtomicU64::new(0),
         tally: Mutex::new(WorkerSummary::default()),
         closing,
@@ -104,9 +129,15 @@ pub async fn run_worker(plan: &WorkerPlan) -> anyhow::Result<()> {
             _ = ramp.tick() => {}
             _ = raised(&mut stop) => break,
         }
+        let index = plan.first + i;
         let source = (!plan.source_addrs.is_empty())
-            .then(|| plan.source_addrs[(plan.first + i) % plan.source_addrs.len()]);
-        tokio::spawn(receive(receivers.clone(), source, settled_tx.clone()));
+            .then(|| plan.source_addrs[index % plan.source_addrs.len()]);
+        tokio::spawn(receive(
+            receivers.clone(),
+            index,
+            source,
+            settled_tx.clone(),
+        ));
         tried += 1;
     }
     for _ in 0..tried {
@@ -125,7 +156,7 @@ pub async fn run_worker(plan: &WorkerPlan) -> anyhow::Result<()> {
     let mut summary = receivers.tally.lock().clone();
     summary.held_at_start = held;
     summary.held = receivers.open.load(Ordering::Relaxed);
-    crate::say_to_parent(&WorkerLine::Summary(summary))?;
+    crate::say_to_parent(&WorkerLine::Summary(Box::new(summary)))?;
     let _ = closing_tx.send(true);
     let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
     while receivers.open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
@@ -134,46 +165,111 @@ pub async fn run_worker(plan: &WorkerPlan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One receiving connection: opens, says it has settled, counts deliveries until it closes.
+/// Where a receiver is in the room: the last offset it has, and since when it has been away
+/// (from its connection's end to the recovery frame of its next one).
+#[derive(Default)]
+struct Position {
+    last: Option<u64>,
+    away_since: Option<Instant>,
+}
+
+/// One receiver (run-wide number `index`): opens on its node, says it has settled, counts
+/// deliveries, and comes back on the next node whenever its connection ends, until the run
+/// closes.
 async fn receive(
     receivers: Arc<Receivers>,
+    index: usize,
     source: Option<IpAddr>,
     settled: mpsc::UnboundedSender<()>,
 ) {
-    let socket = open_socket(&receivers.url, receivers.server, source).await;
-    let socket = match socket {
-        Ok(s) => {
-            receivers.open.fetch_add(1, Ordering::Relaxed);
-            s
-        }
+    let nodes = receivers.urls.len();
+    let mut node = index % nodes;
+    let first = open_socket(&receivers.urls[node], receivers.servers[node], source).await;
+    let mut socket = match first {
+        Ok(s) => s,
         Err(e) => {
             receivers.tally.lock().record_connect_failure(&e);
             let _ = settled.send(());
             return;
         }
     };
+    receivers.open.fetch_add(1, Ordering::Relaxed);
     let _ = settled.send(());
     let mut closing = receivers.closing.clone();
-    let mut socket = socket;
-    tokio::select! {
-        code = count_deliveries(&mut socket, &receivers) => {
-            receivers.tally.lock().record_close(code);
-        }
-        _ = raised(&mut closing) => {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(None)).await;
-        }
+    let mut position = Position::default();
+    let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_MAX, index as u64);
+    loop {
+        let ended = tokio::select! {
+            code = count_deliveries(&mut socket, &receivers, &mut position) => Some(code),
+            _ = raised(&mut closing) => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(None)).await;
+                None
+            }
+        };
+        receivers.open.fetch_sub(1, Ordering::Relaxed);
+        let Some(code) = ended else { return };
+        receivers.tally.lock().record_close(code);
+        position.away_since = Some(Instant::now());
+        let mut failures = 0;
+        socket = loop {
+            failures += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.after(failures)) => {}
+                _ = raised(&mut closing) => return,
+            }
+            node = (node + 1) % nodes;
+            let since = position.last.unwrap_or(receivers.since);
+            let url = with_since(&receivers.urls[node], since);
+            match open_socket(&url, receivers.servers[node], source).await {
+                Ok(s) => break s,
+                Err(e) => tracing::debug!(receiver = index, error = %e, "reconnect failed"),
+            }
+        };
+        receivers.open.fetch_add(1, Ordering::Relaxed);
     }
-    receivers.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// `url` asking for what came after offset `since`.
+fn with_since(url: &str, since: u64) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}since={since}")
 }
 
 /// Reads until the connection ends (pings are answered while reading); the close code.
-async fn count_deliveries(socket: &mut ChatSocket, receivers: &Receivers) -> u16 {
+async fn count_deliveries(
+    socket: &mut ChatSocket,
+    receivers: &Receivers,
+    position: &mut Position,
+) -> u16 {
     while let Some(frame) = socket.next().await {
         match frame {
             Ok(Message::Text(text)) => {
                 let now = unix_ns(SystemTime::now());
-                if let ServerFrame::Msg(stamp) = read_frame(&text) {
-                    receivers.tally.lock().record_delivery(&stamp, now);
+                match read_frame(&text) {
+                    ServerFrame::Msg { offset, stamp } => {
+                        let mut tally = receivers.tally.lock();
+                        if let Some(stamp) = position.take(offset, stamp, receivers.run, &mut tally)
+                        {
+                            tally.record_delivery(&stamp, now);
+                        }
+                    }
+                    ServerFrame::Recovery {
+                        recovered,
+                        messages,
+                    } => {
+                        let mut tally = receivers.tally.lock();
+                        for (offset, stamp) in messages {
+                            if let Some(stamp) =
+                                position.take(offset, stamp, receivers.run, &mut tally)
+                            {
+                                tally.record_recovered(&stamp, now);
+                            }
+                        }
+                        if let Some(away) = position.away_since.take() {
+                            tally.record_reconnect(away.elapsed().as_millis() as u64, recovered);
+                        }
+                    }
+                    _ => {}
                 }
             }
             Ok(Message::Close(frame)) => return frame.map_or(1005, |f| u16::from(f.code)),
@@ -182,4 +278,63 @@ async fn count_deliveries(socket: &mut ChatSocket, receivers: &Receivers) -> u16
         }
     }
     CLOSE_ABNORMAL
+}
+
+impl Position {
+    /// Takes the message at `offset`: its stamp when it is new and of this `run`; a message
+    /// at an offset already had is a duplicate, counted and dropped.
+    fn take(
+        &mut self,
+        offset: u64,
+        stamp: Option<Stamp>,
+        run: u32,
+        tally: &mut WorkerSummary,
+    ) -> Option<Stamp> {
+        if self.last.is_some_and(|last| offset <= last) {
+            tally.duplicates += 1;
+            return None;
+        }
+        self.last = Some(offset);
+        stamp.filter(|s| s.run == run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receiver_counts_each_offset_once_and_only_its_runs_messages() {
+        let stamp = |seq, run| Stamp {
+            sent_unix_ns: 1,
+            sender: 0,
+            seq,
+            run,
+        };
+        let mut tally = WorkerSummary::default();
+        let mut p = Position::default();
+        assert_eq!(
+            p.take(3, Some(stamp(0, 7)), 7, &mut tally),
+            Some(stamp(0, 7))
+        );
+        assert_eq!(
+            p.take(4, Some(stamp(1, 8)), 7, &mut tally),
+            None,
+            "another run"
+        );
+        assert_eq!(p.take(5, None, 7, &mut tally), None, "not a stamp");
+        // A recovery that overlaps what was had live.
+        assert_eq!(p.take(4, Some(stamp(1, 7)), 7, &mut tally), None);
+        assert_eq!(p.take(5, None, 7, &mut tally), None);
+        assert_eq!(
+            p.take(6, Some(stamp(2, 7)), 7, &mut tally),
+            Some(stamp(2, 7))
+        );
+        assert_eq!(tally.duplicates, 2);
+        assert_eq!(p.last, Some(6));
+        assert_eq!(
+            with_since("ws://h:1/v1/rooms/r/ws", 6),
+            "ws://h:1/v1/rooms/r/ws?since=6"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! written) and count what the relay says back: acks, refusals, closes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -15,7 +16,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::tally::CLOSE_ABNORMAL;
 use super::wire::{ServerFrame, Stamp, read_frame, send_frame, unix_ns};
-use super::{ChatSocket, raised};
+use super::{ChatSocket, open_socket, raised};
+use crate::backoff::Backoff;
+
+/// The first reconnect's back-off; it doubles with each failed try, up to [`RECONNECT_MAX`].
+const RECONNECT_BASE: Duration = Duration::from_millis(100);
+/// The longest back-off between reconnect tries.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// What the senders share.
 #[derive(Default)]
@@ -25,6 +32,7 @@ pub(super) struct Sending {
     pub(super) acked: Mutex<BTreeSet<u64>>,
     pub(super) refused: Mutex<BTreeMap<String, u64>>,
     pub(super) closes: Mutex<BTreeMap<u16, u64>>,
+    pub(super) reconnects: AtomicU64,
 }
 
 /// Hands message numbers to the senders in turn, `rate` per second for `duration`. A late
@@ -57,52 +65,116 @@ pub(super) async fn schedule(
     }
 }
 
+/// Where a sender connects: the room's URL on each node with its token, their addresses,
+/// the node it is on, and the local address to connect from.
+pub(super) struct Link {
+    pub(super) urls: Vec<String>,
+    pub(super) servers: Vec<SocketAddr>,
+    pub(super) node: usize,
+    pub(super) source: Option<IpAddr>,
+}
+
 /// One sender: writes each queued message stamped with the time it is written, and reads its
 /// acks (and the room's frames, which it must keep reading not to be dropped as slow), until
-/// `closing`.
+/// `closing`. When its connection ends it comes back on the next node after a jittered
+/// back-off, as a chat client does; what was written and not acked is left unacked (a client
+/// shows it as not sent), never counted as lost.
 pub(super) async fn send_messages(
     index: usize,
+    run: u32,
+    mut link: Link,
     socket: ChatSocket,
     mut queue: mpsc::Receiver<u64>,
     sending: Arc<Sending>,
     mut closing: watch::Receiver<bool>,
 ) {
-    let (mut sink, mut frames) = socket.split();
+    let mut socket = socket;
     let mut queue_open = true;
-    let code = loop {
-        tokio::select! {
-            seq = queue.recv(), if queue_open => match seq {
-                Some(seq) => {
-                    let stamp = Stamp { sent_unix_ns: unix_ns(SystemTime::now()), sender: index, seq };
-                    if sink.send(Message::text(send_frame(&stamp))).await.is_err() {
-                        break CLOSE_ABNORMAL;
+    let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_MAX, index as u64);
+    loop {
+        let session = Session {
+            index,
+            run,
+            sending: &sending,
+        };
+        let Some(code) = session
+            .run(socket, &mut queue, &mut queue_open, &mut closing)
+            .await
+        else {
+            return;
+        };
+        tracing::warn!(sender = index, code, "a sender's connection closed");
+        *sending.closes.lock().entry(code).or_default() += 1;
+        let mut failures = 0;
+        socket = loop {
+            failures += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.after(failures)) => {}
+                _ = raised(&mut closing) => return,
+            }
+            link.node = (link.node + 1) % link.urls.len();
+            let (url, server) = (&link.urls[link.node], link.servers[link.node]);
+            match open_socket(url, server, link.source).await {
+                Ok(s) => break s,
+                Err(e) => tracing::debug!(sender = index, error = %e, "reconnect failed"),
+            }
+        };
+        sending.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection of a sender.
+struct Session<'a> {
+    index: usize,
+    run: u32,
+    sending: &'a Sending,
+}
+
+impl Session<'_> {
+    /// Writes what is queued and reads what comes until the connection ends (its close code)
+    /// or `closing` (`None`, after a close frame).
+    async fn run(
+        &self,
+        socket: ChatSocket,
+        queue: &mut mpsc::Receiver<u64>,
+        queue_open: &mut bool,
+        closing: &mut watch::Receiver<bool>,
+    ) -> Option<u16> {
+        let (index, run, sending) = (self.index, self.run, self.sending);
+        let (mut sink, mut frames) = socket.split();
+        loop {
+            tokio::select! {
+                seq = queue.recv(), if *queue_open => match seq {
+                    Some(seq) => {
+                        let stamp = Stamp { sent_unix_ns: unix_ns(SystemTime::now()), sender: index, seq, run };
+                        if sink.send(Message::text(send_frame(&stamp))).await.is_err() {
+                            return Some(CLOSE_ABNORMAL);
+                        }
+                        sending.sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    sending.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                None => queue_open = false,
-            },
-            frame = frames.next() => match frame {
-                Some(Ok(Message::Text(text))) => match read_frame(&text) {
-                    ServerFrame::Ack(seq) => {
-                        sending.acked.lock().insert(seq);
-                    }
-                    ServerFrame::Refused(code) => {
-                        *sending.refused.lock().entry(code).or_default() += 1;
-                    }
-                    ServerFrame::Msg(_) | ServerFrame::Other => {}
+                    None => *queue_open = false,
                 },
-                Some(Ok(Message::Close(frame))) => break frame.map_or(1005, |f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break CLOSE_ABNORMAL,
-            },
-            _ = raised(&mut closing) => {
-                let _ = sink.send(Message::Close(None)).await;
-                return;
+                frame = frames.next() => match frame {
+                    Some(Ok(Message::Text(text))) => match read_frame(&text) {
+                        ServerFrame::Ack(seq) => {
+                            sending.acked.lock().insert(seq);
+                        }
+                        ServerFrame::Refused(code) => {
+                            *sending.refused.lock().entry(code).or_default() += 1;
+                        }
+                        _ => {}
+                    },
+                    Some(Ok(Message::Close(frame))) => return Some(frame.map_or(1005, |f| u16::from(f.code))),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return Some(CLOSE_ABNORMAL),
+                },
+                _ = raised(closing) => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return None;
+                }
             }
         }
-    };
-    tracing::warn!(sender = index, code, "a sender's connection closed");
-    *sending.closes.lock().entry(code).or_default() += 1;
+    }
 }
 
 /// An HS256 token for sender `index`, valid until `exp` (unix seconds).

@@ -36,15 +36,51 @@ pub struct WorkerSummary {
     pub latency_us: Latency,
     /// Connections that ended, by close code (1006 without a close frame).
     pub closes_by_code: BTreeMap<u16, u64>,
+    /// Receivers that came back after their connection ended (to the next node, with their
+    /// last offset).
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Deliveries that came in a reconnect's recovery frame rather than live (left out of
+    /// the latency, which for them is the time the receiver was away).
+    #[serde(default)]
+    pub recovered_deliveries: u64,
+    /// Messages a receiver got a second time (an offset it had), not counted again.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Reconnects whose recovery was incomplete: the relay had not kept all they missed.
+    #[serde(default)]
+    pub incomplete_recoveries: u64,
+    /// The longest a receiver was away: from its connection ending to its recovery, ms.
+    #[serde(default)]
+    pub longest_away_ms: u64,
 }
 
 impl WorkerSummary {
-    /// Counts message `stamp` received at `received_unix_ns`.
+    /// Counts message `stamp` received live at `received_unix_ns`.
     pub fn record_delivery(&mut self, stamp: &Stamp, received_unix_ns: u64) {
+        self.count_received(stamp, received_unix_ns);
+        self.latency_us.record(stamp.latency_us(received_unix_ns));
+    }
+
+    /// Counts message `stamp` received in a recovery frame at `received_unix_ns`.
+    pub fn record_recovered(&mut self, stamp: &Stamp, received_unix_ns: u64) {
+        self.count_received(stamp, received_unix_ns);
+        self.recovered_deliveries += 1;
+    }
+
+    fn count_received(&mut self, stamp: &Stamp, received_unix_ns: u64) {
         self.deliveries += 1;
         self.last_delivery_unix_ns = self.last_delivery_unix_ns.max(received_unix_ns);
         *self.received.entry(stamp.seq).or_default() += 1;
-        self.latency_us.record(stamp.latency_us(received_unix_ns));
+    }
+
+    /// Counts a receiver back after `away_ms`, its recovery complete or not.
+    pub fn record_reconnect(&mut self, away_ms: u64, complete: bool) {
+        self.reconnects += 1;
+        self.longest_away_ms = self.longest_away_ms.max(away_ms);
+        if !complete {
+            self.incomplete_recoveries += 1;
+        }
     }
 
     /// Counts a connection that could not be opened, for `error`.
@@ -75,6 +111,11 @@ impl WorkerSummary {
         for (code, n) in &other.closes_by_code {
             *self.closes_by_code.entry(*code).or_default() += n;
         }
+        self.reconnects += other.reconnects;
+        self.recovered_deliveries += other.recovered_deliveries;
+        self.duplicates += other.duplicates;
+        self.incomplete_recoveries += other.incomplete_recoveries;
+        self.longest_away_ms = self.longest_away_ms.max(other.longest_away_ms);
     }
 }
 
@@ -132,6 +173,7 @@ mod tests {
             sent_unix_ns: 1_000_000_000,
             sender: 0,
             seq,
+            run: 1,
         }
     }
 
@@ -163,6 +205,10 @@ mod tests {
         b.record_close(4008);
         b.record_close(CLOSE_ABNORMAL);
         a.record_close(4008);
+        // A receiver of B came back from another node with a message it missed.
+        b.record_reconnect(1_500, true);
+        b.record_recovered(&stamp(1), 1_000_000_000);
+        a.record_reconnect(300, false);
         // Through the pipe and back, as the parent reads them.
         let wire = |s: &WorkerSummary| {
             let text = serde_json::to_string(s).expect("serializes");
@@ -173,9 +219,16 @@ mod tests {
         merged.merge(&wire(&b));
         assert_eq!(merged.held_at_start, 5);
         assert_eq!(merged.held, 3);
-        assert_eq!(merged.deliveries, 5);
+        assert_eq!(merged.deliveries, 6);
+        assert_eq!(
+            (merged.reconnects, merged.recovered_deliveries),
+            (2, 1),
+            "recovered deliveries count, outside the latency"
+        );
+        assert_eq!(merged.longest_away_ms, 1_500);
+        assert_eq!(merged.incomplete_recoveries, 1);
         assert_eq!(merged.last_delivery_unix_ns, 1_000_000_000 + 1_200_000_000);
-        assert_eq!(merged.received, BTreeMap::from([(0, 3), (1, 2)]));
+        assert_eq!(merged.received, BTreeMap::from([(0, 3), (1, 3)]));
         assert_eq!(merged.latency_us.quantiles(), one.latency_us.quantiles());
         assert_eq!(merged.latency_us.quantiles().count, 5);
         assert_eq!(merged.connect_failures, 3);

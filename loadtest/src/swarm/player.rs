@@ -21,6 +21,7 @@ use super::abr::{Selection, Throughput, choose};
 use super::playout::Playout;
 use super::tally::{Kind, Observation, error_kind};
 use super::track::{Fetch, Purpose, Slot, Track, hinted, text, with_query};
+use crate::backoff::Backoff;
 use crate::client::resolve;
 use crate::master::Multivariant;
 use crate::playlist::MediaPlaylist;
@@ -92,7 +93,7 @@ pub enum Outcome {
 pub struct Player {
     plan: PlayerPlan,
     started: Instant,
-    rng: u64,
+    backoff: Backoff,
     master: Option<Multivariant>,
     master_slot: Slot,
     master_failures: u32,
@@ -114,7 +115,7 @@ impl Player {
         Self {
             plan,
             started: now,
-            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            backoff: Backoff::new(BACKOFF_BASE, BACKOFF_MAX, seed),
             master: None,
             master_slot: Slot::Idle,
             master_failures: 0,
@@ -649,18 +650,9 @@ impl Player {
         Slot::After(now + self.backoff(failures))
     }
 
-    /// The back-off after `failures` in a row: exponential, capped, with full jitter over its
-    /// upper half.
+    /// The back-off after `failures` in a row: exponential, capped, jittered.
     fn backoff(&mut self, failures: u32) -> Duration {
-        let ceiling = BACKOFF_BASE
-            .saturating_mul(1 << failures.saturating_sub(1).min(16))
-            .min(BACKOFF_MAX);
-        // xorshift64: enough to spread players; not for anything secret.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let share = 0.5 + (self.rng % 1000) as f64 / 2000.0;
-        ceiling.mul_f64(share)
+        self.backoff.after(failures)
     }
 
     fn fail(&mut self, reason: String) {
