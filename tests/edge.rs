@@ -538,6 +538,31 @@ async fn the_edges_of_a_region_behind_a_shield_cost_the_origin_one_request_per_o
     }
 }
 
+/// A shield that cannot reach any upstream says so to the edges below it (which then go
+/// around it), while still answering its own load balancer's `/healthz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shield_with_no_upstream_up_is_gone_around_by_the_edges_below_it() {
+    let _serial = SERIAL.lock().await;
+    // Nothing listens on port 9 of the loopback.
+    let shield = Edge::start(&["127.0.0.1:9"], "");
+    let below = Edge::start(&["127.0.0.1:9"], &format!("shield: {}\n", shield.http));
+    let up = format!("corral_edge_origin_up{{origin=\"{}\"}}", shield.http);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shield.get("/healthz?upstream").await.status != 503 || below.metric(&up).await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the shield never said it had no upstream\n{}",
+            below.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        shield.get("/healthz").await.status,
+        200,
+        "the process itself is fine"
+    );
+}
+
 const SIGNING_KEY: &str = "test-signing-key-0123456789";
 const MINT_TOKEN: &str = "test-mint-token-0123456789";
 

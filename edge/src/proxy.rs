@@ -498,7 +498,15 @@ impl ProxyHttp for Edge {
             return self.refuse(session, 431, "request headers too large").await;
         }
         if req.uri.path() == "/healthz" {
-            // The edge's own health, for load balancers and for the edges below a shield.
+            // The edge's own health, for load balancers. The edges below a shield ask with
+            // `?upstream`: a shield none of whose upstreams is up is no way to the media.
+            let for_an_edge = req
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "upstream"));
+            if for_an_edge && !self.origins.any_up() {
+                return self.answer(session, 503, "no upstream up").await;
+            }
             return self.answer(session, 200, "ok").await;
         }
         let method = req.method.as_str();

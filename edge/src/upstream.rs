@@ -129,6 +129,11 @@ impl Origins {
         self.find(addr).is_some_and(Origin::is_up)
     }
 
+    /// Whether any origin is considered up.
+    pub fn any_up(&self) -> bool {
+        self.list.iter().any(Origin::is_up)
+    }
+
     /// Every origin, in priority order.
     pub fn addrs(&self) -> impl Iterator<Item = &str> {
         self.list.iter().map(|o| o.addr.as_str())
@@ -153,12 +158,14 @@ pub async fn resolve(name: &str, timeout: Duration) -> Option<SocketAddr> {
     }
 }
 
-/// Whether the origin `name` at `addr` answers `GET /healthz` with 200 within `timeout`.
+/// Whether the origin `name` at `addr` answers `GET /healthz?upstream` with 200 within
+/// `timeout`. An origin ignores the query; an edge (a shield) answers 503 to it when it has no
+/// upstream up itself, so the edges below it go around it rather than through it.
 pub async fn healthy(name: &str, addr: SocketAddr, timeout: Duration) -> bool {
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let request = format!(
-            "GET /healthz HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\nUser-Agent: corral-edge\r\n\r\n"
+            "GET /healthz?upstream HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\nUser-Agent: corral-edge\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut head = [0u8; 12];

@@ -2,13 +2,17 @@
 //
 //   node watch.js e2e   BASE CHAT_BASE ADMIN_TOKEN OUT_DIR [STREAM]
 //   node watch.js bench BASE SECONDS OUT_DIR [STREAM]
+//   node watch.js fault BASE OUT_DIR [STREAM]
 //
 // e2e: the stream list shows STREAM (default demo); its link starts playback; the video plays
 // for 20 s; each rendition is forced in turn from the quality menu and plays; a second viewer
 // (a phone-sized window) gets a chat message with an emote, a reaction burst, an announcement,
 // follows the channel, sees the viewer count, and is banned; screenshots of a TV-sized and a
 // phone-sized window are saved in OUT_DIR. bench: one viewer watches for SECONDS and reports
-// the latency percentiles. Both print one JSON report on stdout; failures are reported in it
+// the latency percentiles. fault: one viewer opens the stream's page, says
+// {"event":"playing"} on stdout once the video plays, and watches until a line (or the end)
+// on stdin: what it saw meanwhile (stalls, the longest the picture stood still, whether it
+// plays at the end). Each prints one JSON report on stdout; failures are reported in it
 // (`failures`), not thrown, so that the caller shows everything at once. BASE may be https://
 // (the edge's self-signed certificate is accepted; the report says which protocol was used).
 'use strict';
@@ -293,17 +297,74 @@ async function bench(base, seconds, out, stream) {
   return report;
 }
 
+// Samples every 500 ms until stdin says stop; the report of what one viewer saw.
+async function fault(base, out, stream) {
+  const report = { base, failures: [] };
+  let stop = false;
+  process.stdin.on('data', () => { stop = true; });
+  process.stdin.on('end', () => { stop = true; });
+  const browser = await launch();
+  const a = await viewer(browser, 'fault', { width: 640, height: 360 });
+  try {
+    await a.page.goto(`${base}/watch/${stream}`, { timeout: 20000 });
+    await until('playback to start', 30000, async () => (await stats(a.page)).startupMs !== null);
+    const first = await stats(a.page);
+    report.startupMs = first.startupMs;
+    process.stdout.write(`${JSON.stringify({ event: 'playing' })}\n`);
+    const samples = [{ at: Date.now(), currentTime: first.currentTime }];
+    while (!stop) {
+      await sleep(500);
+      const s = await stats(a.page);
+      samples.push({ at: Date.now(), currentTime: s.currentTime });
+    }
+    process.stdin.destroy();
+    const last = await stats(a.page);
+    report.watchedSeconds = (samples[samples.length - 1].at - samples[0].at) / 1000;
+    report.advanced = last.currentTime - first.currentTime;
+    report.stalls = last.stalls - first.stalls;
+    report.stallMs = Math.round(last.stallMs - first.stallMs);
+    report.recoveries = last.recoveries - first.recoveries;
+    report.stallLog = last.stallLog;
+    // The longest run of samples over which the picture did not move.
+    let still = 0;
+    let since = null;
+    for (let i = 1; i < samples.length; i++) {
+      if (samples[i].currentTime <= samples[i - 1].currentTime) {
+        since ??= samples[i - 1].at;
+        still = Math.max(still, samples[i].at - since);
+      } else {
+        since = null;
+      }
+    }
+    report.longestStillMs = still;
+    // Still playing at the end: the picture moved over the last two seconds.
+    const recent = samples.filter((x) => x.at >= samples[samples.length - 1].at - 2000);
+    report.playingAtEnd = recent.length > 1 && recent[recent.length - 1].currentTime > recent[0].currentTime;
+    fs.mkdirSync(out, { recursive: true });
+    await a.page.screenshot({ path: path.join(out, 'fault.png') });
+  } catch (e) {
+    report.failures.push(e.message);
+  } finally {
+    report.console = a.log.slice(0, 20);
+    await browser.close();
+  }
+  return report;
+}
+
 async function main() {
   const [mode, ...args] = process.argv.slice(2);
   let report;
   if (mode === 'e2e') {
     const [base, chatBase, admin, out, stream = 'demo'] = args;
     report = await e2e(base, chatBase, admin, out, stream);
+  } else if (mode === 'fault') {
+    const [base, out, stream = 'demo'] = args;
+    report = await fault(base, out, stream);
   } else if (mode === 'bench') {
     const [base, seconds, out, stream = 'demo'] = args;
     report = await bench(base, Number(seconds), out, stream);
   } else {
-    throw new Error('usage: watch.js e2e BASE CHAT_BASE ADMIN_TOKEN OUT_DIR [STREAM] | bench BASE SECONDS OUT_DIR [STREAM]');
+    throw new Error('usage: watch.js e2e BASE CHAT_BASE ADMIN_TOKEN OUT_DIR [STREAM] | bench BASE SECONDS OUT_DIR [STREAM] | fault BASE OUT_DIR [STREAM]');
   }
   process.stdout.write(`${JSON.stringify(report)}\n`);
 }
