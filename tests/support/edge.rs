@@ -105,6 +105,12 @@ impl Edge {
         edge
     }
 
+    /// Kills it (SIGKILL, a crash: its connections reset).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Kills it (SIGKILL, a crash: its players' connections reset) and starts it again with
     /// the same config on the same ports, its cache empty; returns once it listens.
     pub fn crash_and_restart(&mut self) {
