@@ -169,6 +169,12 @@ impl PublishController {
         };
         let mut job = self.template.clone();
         job.source = Source::Pipe(format);
+        // RTMP's timestamps are kept through the transcoder (see `corral_transcoder::command`):
+        // a restarted run's media time continues the failed run's.
+        self.control(Control::Publish {
+            shared_clock: format == InputFormat::Flv,
+        })
+        .await;
         // A standby holds the run's first parts until it knows the primary's epoch; the
         // command goes ahead of the run's events on the driver's channel.
         let follower = match self.follow.clone() {

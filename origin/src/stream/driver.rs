@@ -10,6 +10,13 @@
 //! `anchor + k × segment_duration`. The log turns any hole left by a restart into gaps and puts
 //! a discontinuity and the new init segment before the run's first segment.
 //!
+//! A publish whose timestamps the transcoder keeps (RTMP's, see `corral_transcoder::command`)
+//! has one media clock across its runs: when ffmpeg fails and is restarted within the publish,
+//! the next run resumes the failed run's epoch (its anchor and MSNs) instead of anchoring anew,
+//! so its segments get the same MSNs and program date-times as before the failure, and as a
+//! standby fed the same publish gives them; only its init segment is new (named after the
+//! run's first MSN) behind the discontinuity.
+//!
 //! A standby origin may take its epoch from its primary instead ([`crate::redundancy`]): the
 //! controller says a publish is starting ([`Follow::Waiting`]) and, later, what the primary
 //! has; meanwhile the run's fragments wait, with the time they arrived, so the driver's own
@@ -43,6 +50,12 @@ struct Epoch {
     base_msn: u64,
     /// Wall-clock time of grid boundary 0.
     anchor: SystemTime,
+    /// The ID (and URI) of the run's init segment: `base_msn`, or the run's first MSN for a
+    /// run that resumed an epoch.
+    init_id: u64,
+    /// The first MSN the run may publish: a resumed run's media in a segment the log already
+    /// closed (as a gap, while the transcoder restarted) is dropped.
+    first_msn: u64,
 }
 
 /// Per-rendition state of the current run.
@@ -88,6 +101,11 @@ pub struct StreamDriver {
     tolerance: Duration,
     /// A run's fragments held back while `follow` is waiting, with when they arrived.
     waiting: Vec<(usize, Fragment, SystemTime)>,
+    /// Whether the current publish's runs share one media clock (the transcoder keeps its
+    /// timestamps), so a restarted run may resume the failed one's epoch.
+    shared_clock: bool,
+    /// The epoch of a publish's run that failed, for the next run of the same publish.
+    resume: Option<Epoch>,
 }
 
 /// A command from the stream's controller.
@@ -101,6 +119,12 @@ pub enum Control {
     End,
     /// Where the coming runs' epochs come from (a standby's publish follows its primary).
     Follow(Follow),
+    /// A publish starts; its runs share one media clock when `shared_clock` (the transcoder
+    /// keeps the publisher's timestamps).
+    Publish {
+        /// Whether a restarted run's media time continues the failed run's.
+        shared_clock: bool,
+    },
 }
 
 /// What the driver reads, in order: events of the transcoder runs (or slate) and commands of the
@@ -159,6 +183,8 @@ impl StreamDriver {
             follow: Follow::Own,
             tolerance: Duration::from_secs(1),
             waiting: Vec::new(),
+            shared_clock: false,
+            resume: None,
         }
     }
 
@@ -259,7 +285,7 @@ impl StreamDriver {
         };
         if let Some(init) = track.pending_init.take() {
             let entry = InitEntry {
-                id: epoch.base_msn,
+                id: epoch.init_id,
                 bytes: init.bytes.clone(),
             };
             self.stream.renditions()[index].publish(|log| log.start_epoch(entry));
@@ -335,7 +361,12 @@ impl StreamDriver {
             .map_or(0, |m| m + 1);
         let mut anchor = own;
         let mut base_msn = from_clock.max(after_last.saturating_sub(first_segment));
-        if let Follow::Primary(primary) = self.follow {
+        let mut init_id = None;
+        if let Some(prev) = self.resume.take() {
+            (anchor, base_msn) = (prev.anchor, prev.base_msn);
+            init_id = Some((base_msn + first_segment).max(after_last));
+            tracing::info!(stream = %self.stream.name(), run = self.run, "the restarted run resumes the publish's epoch");
+        } else if let Follow::Primary(primary) = self.follow {
             match adopt(own, &primary, self.tolerance, first_segment, after_last) {
                 Ok((a, b)) => {
                     (anchor, base_msn) = (a, b);
@@ -347,7 +378,12 @@ impl StreamDriver {
             }
         }
         tracing::info!(stream = %self.stream.name(), run = self.run, base_msn, "transcoder run anchored");
-        self.epoch = Some(Epoch { base_msn, anchor });
+        self.epoch = Some(Epoch {
+            base_msn,
+            anchor,
+            init_id: init_id.unwrap_or(base_msn),
+            first_msn: after_last,
+        });
         // A publish's run, not the slate (which plays while the stream is reconnecting).
         let published =
             self.feed == Feed::Published && self.stream.state() != Lifecycle::Reconnecting;
@@ -389,6 +425,10 @@ impl StreamDriver {
         rendition.publish(|log| {
             for output in outputs {
                 match output {
+                    SegmenterOutput::Part(part)
+                        if epoch.base_msn + part.segment < epoch.first_msn => {}
+                    SegmenterOutput::SegmentEnd { segment }
+                        if epoch.base_msn + segment < epoch.first_msn => {}
                     SegmenterOutput::Part(part) => {
                         let msn = epoch.base_msn + part.segment;
                         let start = (part.start as f64 - grid_origin) / ts;
@@ -503,6 +543,10 @@ impl StreamDriver {
                     self.release_waiting();
                 }
             }
+            Control::Publish { shared_clock } => {
+                self.shared_clock = shared_clock;
+                self.resume = None;
+            }
         }
     }
 
@@ -536,6 +580,16 @@ impl StreamDriver {
                 None => continue,
             };
             self.publish(index, outputs);
+        }
+        // A publish's run (not the slate's) that failed: the next run of the same publish
+        // continues its media clock.
+        let publishing = self.feed == Feed::Published
+            && !matches!(
+                self.stream.state(),
+                Lifecycle::Reconnecting | Lifecycle::Idle
+            );
+        if matches!(outcome, RunOutcome::Failed { .. }) && self.shared_clock && publishing {
+            self.resume = self.epoch;
         }
         self.epoch = None;
         self.stream.set_epoch(None);

@@ -121,12 +121,18 @@ impl Harness {
     /// Feeds `secs` seconds of 30 fps video (keyframe every 2 s) and AAC audio from media time
     /// 10 s (the transcoder's offset), advancing the clock in step.
     fn feed(&mut self, secs: f64) {
+        self.feed_from(0, secs);
+    }
+
+    /// Like [`Harness::feed`], from `from` seconds into the media (a run of a publish whose
+    /// timestamps are kept starts where the publish is).
+    fn feed_from(&mut self, from: u64, secs: f64) {
         let run = self.run;
         let video_ts = self.video.0.tracks[0].timescale as u64;
         let frames = (secs * 30.0).round() as u64;
-        let mut audio_t = 10 * 48_000 - 1024;
+        let mut audio_t = (10 + from) * 48_000 - 1024;
         for i in 0..frames {
-            let t = 10 * video_ts + i * video_ts / 30;
+            let t = (10 + from) * video_ts + i * video_ts / 30;
             let mut s = self.video.1.clone();
             s.decode_time = t;
             s.duration = (video_ts / 30) as u32;
@@ -141,7 +147,7 @@ impl Harness {
                 rendition: 0,
                 fragment: frag(self.video.0.tracks[0].track_id, s),
             });
-            let video_end = (i + 1) as f64 / 30.0;
+            let video_end = from as f64 + (i + 1) as f64 / 30.0;
             while ((audio_t + 1024) as f64 / 48_000.0) - 10.0 <= video_end {
                 let mut a = self.audio.1.clone();
                 a.decode_time = audio_t;
@@ -252,6 +258,62 @@ fn a_transcoder_restart_brings_a_discontinuity_gaps_and_a_new_init() {
         "{text}"
     );
     assert_eq!(h.stream.status().state, Lifecycle::Live);
+}
+
+/// A publish whose timestamps the transcoder keeps: after ffmpeg fails, the next run's media
+/// time continues the publish's, and it resumes the epoch: the MSNs and program date-times
+/// of the media are those it would have had without the failure (and those a standby fed
+/// the same publish gives it).
+#[test]
+fn a_restarted_run_of_a_publish_with_kept_timestamps_resumes_its_epoch() {
+    for shared_clock in [true, false] {
+        let mut h = Harness::fed(Feed::Published);
+        h.driver.control(Control::Publish { shared_clock });
+        h.driver.control(Control::State(Lifecycle::Starting));
+        h.start_run();
+        h.feed(4.0);
+        h.end_run(RunOutcome::Failed {
+            reason: "killed".into(),
+            restart_in: Duration::from_millis(500),
+        });
+        // The new run joins the publish 8 s in, its first fragment 0.7 s later than the first
+        // run's pace (ffmpeg's start-up).
+        h.clock.advance(4.7);
+        h.start_run();
+        h.feed_from(8, 2.0);
+        let first = h.stream.renditions()[0].with_log(|log| {
+            log.segments()
+                .map(|s| (s.msn, s.program_date_time, s.gap, s.init))
+                .collect::<Vec<_>>()
+        });
+        let (msn0, pdt0) = (first[0].0, first[0].1);
+        let last = *first.last().expect("segments");
+        if shared_clock {
+            assert_eq!(
+                last.0,
+                msn0 + 4,
+                "media 8 s in is grid segment 4: {first:?}"
+            );
+            assert_eq!(last.1, pdt0 + Duration::from_secs(8), "{first:?}");
+            assert_eq!(last.3, msn0 + 4, "its own init, named after its first MSN");
+            assert!(!last.2);
+            assert!(
+                first[2].2 && first[3].2,
+                "the failure's hole is gaps: {first:?}"
+            );
+            let text = h.playlist(0);
+            assert!(
+                text.contains(&format!(
+                    "#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-{}.mp4\"",
+                    msn0 + 4
+                )),
+                "{text}"
+            );
+        } else {
+            // Rebased timestamps: the run anchors anew, 0.7 s off the old grid.
+            assert_ne!(last.1, pdt0 + Duration::from_secs(8), "{first:?}");
+        }
+    }
 }
 
 #[test]
