@@ -160,6 +160,16 @@ impl MediaLog {
         self.version += 1;
     }
 
+    /// Goes on with a run that resumed the previous run's media clock: when its init segment
+    /// is the one in use, byte for byte, nothing changes (no discontinuity: the media's
+    /// timeline continues, and a hole is gaps); otherwise it starts an epoch.
+    pub fn resume_epoch(&mut self, init: InitEntry) {
+        if self.current_init().is_some_and(|i| i.bytes == init.bytes) {
+            return;
+        }
+        self.start_epoch(init);
+    }
+
     /// Publishes a part of segment `msn`, opening the segment (at `program_date_time`) if it is
     /// new. A segment still open before it is completed; missing MSNs in between become gaps.
     pub fn publish_part(

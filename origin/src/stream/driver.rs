@@ -14,8 +14,10 @@
 //! has one media clock across its runs: when ffmpeg fails and is restarted within the publish,
 //! the next run resumes the failed run's epoch (its anchor and MSNs) instead of anchoring anew,
 //! so its segments get the same MSNs and program date-times as before the failure, and as a
-//! standby fed the same publish gives them; only its init segment is new (named after the
-//! run's first MSN) behind the discontinuity.
+//! standby fed the same publish gives them. The segment the failed run was cutting stays open
+//! (players' next requests go to the standby, which has its next parts) and the hole becomes
+//! gaps. When the new run's init segment is byte for byte the old one there is no
+//! discontinuity; otherwise a new init (named after the run's first MSN) comes behind one.
 //!
 //! A standby origin may take its epoch from its primary instead ([`crate::redundancy`]): the
 //! controller says a publish is starting ([`Follow::Waiting`]) and, later, what the primary
@@ -56,6 +58,8 @@ struct Epoch {
     /// The first MSN the run may publish: a resumed run's media in a segment the log already
     /// closed (as a gap, while the transcoder restarted) is dropped.
     first_msn: u64,
+    /// Whether it resumed the previous run's epoch.
+    resumed: bool,
 }
 
 /// Per-rendition state of the current run.
@@ -288,7 +292,11 @@ impl StreamDriver {
                 id: epoch.init_id,
                 bytes: init.bytes.clone(),
             };
-            self.stream.renditions()[index].publish(|log| log.start_epoch(entry));
+            if epoch.resumed {
+                self.stream.renditions()[index].publish(|log| log.resume_epoch(entry));
+            } else {
+                self.stream.renditions()[index].publish(|log| log.start_epoch(entry));
+            }
         }
     }
 
@@ -383,6 +391,7 @@ impl StreamDriver {
             anchor,
             init_id: init_id.unwrap_or(base_msn),
             first_msn: after_last,
+            resumed: init_id.is_some(),
         });
         // A publish's run, not the slate (which plays while the stream is reconnecting).
         let published =
@@ -574,13 +583,6 @@ impl StreamDriver {
     }
 
     fn on_ended(&mut self, outcome: RunOutcome) {
-        for index in 0..self.tracks.len() {
-            let outputs = match self.tracks[index].as_mut() {
-                Some(t) => t.segmenter.finish(),
-                None => continue,
-            };
-            self.publish(index, outputs);
-        }
         // A publish's run (not the slate's) that failed: the next run of the same publish
         // continues its media clock.
         let publishing = self.feed == Feed::Published
@@ -588,8 +590,22 @@ impl StreamDriver {
                 self.stream.state(),
                 Lifecycle::Reconnecting | Lifecycle::Idle
             );
-        if matches!(outcome, RunOutcome::Failed { .. }) && self.shared_clock && publishing {
+        let resumable =
+            matches!(outcome, RunOutcome::Failed { .. }) && self.shared_clock && publishing;
+        if resumable {
+            // The part it was cutting is left out, and its segment left open: what this run
+            // would still have published is what a standby fed the same publish publishes,
+            // so the players' next requests go there rather than skip to the next segment.
+            // The next run's first part closes the segment.
             self.resume = self.epoch;
+        } else {
+            for index in 0..self.tracks.len() {
+                let outputs = match self.tracks[index].as_mut() {
+                    Some(t) => t.segmenter.finish(),
+                    None => continue,
+                };
+                self.publish(index, outputs);
+            }
         }
         self.epoch = None;
         self.stream.set_epoch(None);
