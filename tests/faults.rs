@@ -267,6 +267,8 @@ struct Row {
     chat_lost: u64,
     chat_reconnects: u64,
     chat_away_ms: u64,
+    /// For a restarted origin: seconds from its restart to its first part of the stream.
+    origin_back_seconds: Option<f64>,
 }
 
 impl Row {
@@ -291,6 +293,7 @@ impl Row {
             "chat_lost": self.chat_lost,
             "chat_reconnects": self.chat_reconnects,
             "chat_away_ms": self.chat_away_ms,
+            "origin_back_seconds": self.origin_back_seconds,
         })
         .to_string()
             + "\n";
@@ -424,6 +427,7 @@ where
         chat_lost: of(&chat, "lost"),
         chat_reconnects: of(&chat, "receiver_reconnects") + of(&chat, "sender_reconnects"),
         chat_away_ms: of(&chat, "longest_away_ms"),
+        origin_back_seconds: None,
     }
 }
 
@@ -546,4 +550,51 @@ async fn a_region_outage() {
     row.check_common();
     // The edge goes down its list, past the dead shield and origin, to the next region's.
     assert!(row.recovery_seconds < 2.0, "{row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_origin_restarted() {
+    let _serial = SERIAL.lock().await;
+    let mut stack = Stack::start().await;
+    let mut back = None;
+    let mut row = watch_through(
+        "primary origin restarted (killed, back after 2 s; the broadcaster reconnects)",
+        &mut stack,
+        async |s| {
+            s.primary.kill();
+            // Down for as long as a supervisor takes to bring a crashed service back.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            s.primary.restart();
+            let restarted = Instant::now();
+            // The broadcaster's encoder reconnects its outputs.
+            drop(s.publisher.take());
+            s.publish();
+            let deadline = restarted + Duration::from_secs(20);
+            loop {
+                let r = s.primary.get(PLAYLIST, &[]).await;
+                let listed = r.status == 200
+                    && std::str::from_utf8(&r.body)
+                        .ok()
+                        .and_then(|t| MediaPlaylist::parse(t).ok())
+                        .is_some_and(|p| p.preload_hint.is_some());
+                if listed {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the primary never came back\n{}",
+                    s.primary.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            back = Some(restarted.elapsed().as_secs_f64());
+            Duration::from_secs(2)
+        },
+    )
+    .await;
+    row.origin_back_seconds = back;
+    row.record();
+    row.check_common();
+    // The origin is live again within seconds of its restart.
+    assert!(back.is_some_and(|b| b < 10.0), "{row:?}");
 }

@@ -191,6 +191,12 @@ pub struct UpstreamConfig {
     pub health_interval: f64,
     /// Time a health check may take.
     pub health_timeout: f64,
+    /// After a failover, stay on the origin that took over while it is up, rather than go
+    /// back to the first one as soon as it is healthy: the origin left behind may come back
+    /// (restarted, its broadcaster reconnected) on another publish than the one players are
+    /// watching, and moving them there mid-stream would make them jump. The shield, when
+    /// there is one, is always preferred while it is up.
+    pub sticky: bool,
 }
 
 impl Default for EdgeConfig {
@@ -243,6 +249,7 @@ impl Default for UpstreamConfig {
             idle_timeout: 60.0,
             health_interval: 0.25,
             health_timeout: 0.5,
+            sticky: true,
         }
     }
 }

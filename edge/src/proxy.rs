@@ -75,8 +75,9 @@ pub struct RequestCtx {
     /// How many origins this request has tried and failed, and which (bit per origin).
     attempt: usize,
     tried: u64,
-    /// The origin of the current try, and when it was asked.
+    /// The origin of the current try (its name and place in the list), and when it was asked.
     origin: Option<String>,
+    origin_index: Option<usize>,
     asked: Option<Instant>,
     /// An origin has answered this request (a retry would be too late).
     answered: bool,
@@ -473,6 +474,7 @@ impl ProxyHttp for Edge {
             attempt: 0,
             tried: 0,
             origin: None,
+            origin_index: None,
             asked: None,
             answered: false,
             patient: false,
@@ -576,6 +578,7 @@ impl ProxyHttp for Edge {
         let pick = self.origins.pick(ctx.tried);
         ctx.tried |= 1u64.checked_shl(pick.index as u32).unwrap_or(0);
         ctx.origin = Some(pick.name.to_string());
+        ctx.origin_index = Some(pick.index);
         ctx.asked = Some(Instant::now());
         let mut peer = match pick.addr {
             Some(addr) => HttpPeer::new(addr, false, String::new()),
@@ -665,6 +668,11 @@ impl ProxyHttp for Edge {
             ));
         }
         ctx.answered = true;
+        if status < 400
+            && let Some(index) = ctx.origin_index
+        {
+            self.origins.served(index);
+        }
         Ok(())
     }
 

@@ -44,7 +44,11 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Server> {
         Duration::from_secs_f64(config.cache.max_ttl + config.cache.stale_if_error),
     )));
 
-    let origins = Arc::new(Origins::new(&config.upstreams()));
+    let mut origins = Origins::new(&config.upstreams());
+    if config.upstream.sticky {
+        origins = origins.sticky(config.shield.is_some());
+    }
+    let origins = Arc::new(origins);
     let edge = Edge::new(config, origins.clone(), storage, metrics.clone());
     let proxy = Arc::new(pingora::proxy::http_proxy(&server.configuration, edge));
     let limit = ConnectionLimit::new(

@@ -8,9 +8,13 @@
 //! address needs no resolving. When every origin is down, requests still try them in order
 //! rather than fail without trying. The selection is pure code; the health check
 //! is the only thing here that does I/O.
+//!
+//! Sticky (the default): after a failover, requests stay on the origin that took over while
+//! it is up ([`Origins::served`] records which origin answers), and go back down the list only
+//! when it fails; the shield, listed first when there is one, is preferred whenever it is up.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -20,6 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[derive(Debug)]
 pub struct Origins {
     list: Vec<Origin>,
+    /// The first index that takes part in stickiness (1 behind a shield, else 0); `None`
+    /// when the first healthy origin in the list always serves.
+    sticky_from: Option<usize>,
+    /// The origin that serves now, when sticky.
+    current: AtomicUsize,
 }
 
 /// Health checks that must fail in a row before the check marks an origin down: one slow
@@ -59,16 +68,52 @@ impl Origins {
                 resolved: RwLock::new(a.parse().ok()),
             })
             .collect();
-        Self { list }
+        Self {
+            list,
+            sticky_from: None,
+            current: AtomicUsize::new(0),
+        }
+    }
+
+    /// Makes the selection sticky (see the module documentation); the first of the list is a
+    /// shield when `shield`.
+    pub fn sticky(mut self, shield: bool) -> Self {
+        let from = usize::from(shield);
+        self.sticky_from = Some(from);
+        self.current = AtomicUsize::new(from);
+        self
+    }
+
+    /// Records that origin `index` answered a request: when sticky and the origin serving
+    /// until now is down, it serves from now on. (One that is up keeps serving: a request that
+    /// went on after its 404, say while it starts, moves nothing.)
+    pub fn served(&self, index: usize) {
+        let Some(from) = self.sticky_from else {
+            return;
+        };
+        let current = self.current.load(Ordering::Relaxed);
+        if index >= from && index < self.list.len() && !self.list[current].is_up() {
+            self.current.store(index, Ordering::Relaxed);
+        }
+    }
+
+    /// The order in which origins are preferred now: the list's order, or, when sticky, the
+    /// shield, the current origin, then the list's order.
+    fn preference(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+        let first = self.sticky_from.map(|from| {
+            let current = self.current.load(Ordering::Relaxed);
+            (0..from).chain(std::iter::once(current))
+        });
+        first.into_iter().flatten().chain(0..self.list.len())
     }
 
     /// The origin for a request's next try, given the origins it `tried` already (bit `i` for
-    /// origin `i`): the first healthy origin in priority order it has not tried, then the
+    /// origin `i`): the first healthy origin in order of preference it has not tried, then the
     /// first unhealthy one it has not tried; when it has tried them all, the first healthy one.
     pub fn pick(&self, tried: u64) -> Pick<'_> {
         let untried = |i: &usize| i >= &64 || tried & (1 << i) == 0;
         let healthy = |i: &usize| self.list[*i].is_up();
-        let indices = 0..self.list.len();
+        let indices = self.preference();
         let i = indices
             .clone()
             .filter(untried)
@@ -195,6 +240,45 @@ mod tests {
             order.push(p.name);
         }
         assert_eq!(order, ["a:1", "b:2", "c:3", "a:1"]);
+    }
+
+    #[test]
+    fn a_sticky_selection_stays_on_the_origin_that_took_over_and_prefers_the_shield() {
+        let o = Origins::new(&["shield:1".to_string(), "a:1".to_string(), "b:2".to_string()])
+            .sticky(true);
+        assert_eq!(o.pick(0).name, "shield:1");
+        // The shield down: the primary serves; then it fails and the standby takes over.
+        o.mark_down("shield:1");
+        assert_eq!(o.pick(0).name, "a:1");
+        o.mark_down("a:1");
+        let p = o.pick(0);
+        assert_eq!(p.name, "b:2");
+        o.served(p.index);
+        // A request the primary could not serve (a 404) while it is up moves nothing.
+        let fresh = Origins::new(&["a:1".to_string(), "b:2".to_string()]).sticky(false);
+        fresh.served(1);
+        assert_eq!(fresh.pick(0).name, "a:1");
+        // The primary is back: the standby keeps serving while it is up.
+        o.mark_up("a:1");
+        assert_eq!(o.pick(0).name, "b:2");
+        assert_eq!(o.pick(0b100).name, "a:1", "a retry goes down the list");
+        // The shield back: preferred at once.
+        o.mark_up("shield:1");
+        assert_eq!(o.pick(0).name, "shield:1");
+        o.mark_down("shield:1");
+        // The standby fails: back to the primary, which serves from then on.
+        o.mark_down("b:2");
+        let p = o.pick(0);
+        assert_eq!(p.name, "a:1");
+        o.served(p.index);
+        o.mark_up("b:2");
+        assert_eq!(o.pick(0).name, "a:1");
+        o.served(2);
+        assert_eq!(o.pick(0).name, "a:1");
+        // Not sticky: the first healthy one in the list, always.
+        let plain = Origins::new(&["a:1".to_string(), "b:2".to_string()]);
+        plain.served(1);
+        assert_eq!(plain.pick(0).name, "a:1");
     }
 
     #[test]

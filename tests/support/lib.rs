@@ -296,18 +296,9 @@ impl Origin {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let config =
             format!("http:\n  listen: {http}\n{http_keys}metrics:\n  listen: {metrics}\n{extra}");
-        let path = scratch.file("origin.yaml", &config);
-        let log = std::fs::File::create(scratch.0.join("origin.log")).expect("log file");
-        let child = Command::new(binary("origin"))
-            .arg("--config")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("origin starts");
+        scratch.file("origin.yaml", &config);
         let mut origin = Origin {
-            child,
+            child: Self::spawn(&scratch),
             http,
             metrics,
             client: HttpClient::new(Duration::from_secs(15)),
@@ -316,6 +307,31 @@ impl Origin {
         let log = origin.scratch.0.join("origin.log");
         wait_listening(&mut origin.child, &[origin.http], "origin", &log);
         origin
+    }
+
+    /// Runs the origin of `scratch`'s config, appending to its log.
+    fn spawn(scratch: &Scratch) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(scratch.0.join("origin.log"))
+            .expect("log file");
+        Command::new(binary("origin"))
+            .arg("--config")
+            .arg(scratch.0.join("origin.yaml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("origin starts")
+    }
+
+    /// Starts it again with the same config (the same ports) after [`Origin::kill`], its
+    /// streams gone; returns once it listens.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.scratch);
+        let log = self.scratch.0.join("origin.log");
+        wait_listening(&mut self.child, &[self.http], "origin", &log);
     }
 
     /// The process ID.
