@@ -23,7 +23,9 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print("| fault | viewers | players stalled | stall time, all players | recovery (longest wait for a part, less one part) | requests failed (retried) | browser: stalls, stall time, longest still | chat: lost of acked × receivers (reconnects, longest away) |")
 print("|---|---|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r['fault']} | {r['viewers']} | {r['players_stalled']} ({r['stalls']} stalls) "
+    back = r.get('origin_back_seconds')
+    fault = r['fault'] + (f"; live again {back:.1f} s after its restart" if back is not None else "")
+    print(f"| {fault} | {r['viewers']} | {r['players_stalled']} ({r['stalls']} stalls) "
           f"| {r['stall_seconds']:.2f} s | {r['recovery_seconds']:.2f} s "
           f"| {r['failed_requests']} of {r['requests']:,} "
           f"| {r['browser_stalls']}, {r['browser_stall_ms'] / 1000:.1f} s, {r['browser_still_ms'] / 1000:.1f} s "
