@@ -43,6 +43,9 @@ const READ_BUFFER: usize = 4096;
 const WRITE_BUFFER_MAX: usize = 64 * 1024;
 /// Error frames a connection may cause before it is closed (1008, policy).
 const MAX_ERRORS: u32 = 20;
+/// How long a connection that is ending still reads what its client sends (its pongs, its
+/// answer to the close frame) before the socket is closed.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// What the handlers share.
 pub struct AppState {
@@ -354,6 +357,14 @@ async fn session(
     let mut errors = 0u32;
     loop {
         tokio::select! {
+            // A kick first: the room drops a slow reader's queue as it kicks it, and the frames
+            // still queued, then the queue's end, must not win over the close that says why.
+            biased;
+            _ = membership.kicked.notified() => {
+                tracing::info!(%room, "slow reader dropped");
+                out.close(CLOSE_RESYNC, "resync: too slow").await;
+                break;
+            }
             frame = membership.rx.recv() => match frame {
                 Some(frame) if frame.offset != 0 && frame.offset <= covered => {}
                 Some(frame) => {
@@ -363,11 +374,6 @@ async fn session(
                 }
                 None => break,
             },
-            _ = membership.kicked.notified() => {
-                tracing::info!(%room, "slow reader dropped");
-                out.close(CLOSE_RESYNC, "resync: too slow").await;
-                break;
-            }
             _ = ping.tick() => {
                 if awaiting_pong {
                     out.close(1011, "ping timeout").await;
@@ -421,6 +427,19 @@ async fn session(
             }
         }
     }
+    // The connection has left the room. What the client still sends is read and dropped until
+    // it closes too, for at most CLOSE_LINGER: a socket closed with unread data is reset, and a
+    // reset throws away what the client has not read yet, the close frame (say a slow
+    // reader's 4008) among it.
+    drop(membership);
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = incoming.next().await {
+            if matches!(message, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
     state.metrics.connections.dec();
 }
 
