@@ -68,6 +68,10 @@ const GZIP_LEVEL: u32 = 6;
 /// No freshness from defaults: an answer without Cache-Control or Expires is not cached.
 const NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
 
+/// A shield answered a request from an upstream this recently is a way to the media, whatever
+/// its health checks say.
+const UPSTREAM_RECENT: Duration = Duration::from_secs(2);
+
 /// Per-request state.
 pub struct RequestCtx {
     started: Instant,
@@ -506,7 +510,7 @@ impl ProxyHttp for Edge {
                 .uri
                 .query()
                 .is_some_and(|q| q.split('&').any(|p| p == "upstream"));
-            if for_an_edge && !self.origins.any_up() {
+            if for_an_edge && !self.origins.reachable(UPSTREAM_RECENT) {
                 return self.answer(session, 503, "no upstream up").await;
             }
             return self.answer(session, 200, "ok").await;

@@ -14,8 +14,8 @@
 //! when it fails; the shield, listed first when there is one, is preferred whenever it is up.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,6 +29,9 @@ pub struct Origins {
     sticky_from: Option<usize>,
     /// The origin that serves now, when sticky.
     current: AtomicUsize,
+    /// When an origin last answered a request, as milliseconds after `created` (0: never).
+    last_answer_ms: AtomicU64,
+    created: Instant,
 }
 
 /// Health checks that must fail in a row before the check marks an origin down: one slow
@@ -72,6 +75,8 @@ impl Origins {
             list,
             sticky_from: None,
             current: AtomicUsize::new(0),
+            last_answer_ms: AtomicU64::new(0),
+            created: Instant::now(),
         }
     }
 
@@ -88,6 +93,8 @@ impl Origins {
     /// until now is down, it serves from now on. (One that is up keeps serving: a request that
     /// went on after its 404, say while it starts, moves nothing.)
     pub fn served(&self, index: usize) {
+        let ms = (self.created.elapsed().as_millis() as u64).max(1);
+        self.last_answer_ms.store(ms, Ordering::Relaxed);
         let Some(from) = self.sticky_from else {
             return;
         };
@@ -174,9 +181,17 @@ impl Origins {
         self.find(addr).is_some_and(Origin::is_up)
     }
 
-    /// Whether any origin is considered up.
-    pub fn any_up(&self) -> bool {
-        self.list.iter().any(Origin::is_up)
+    /// Whether any origin is considered up, or one answered a request within `recently`
+    /// (health checks that time out under load do not cut off an origin that answers).
+    pub fn reachable(&self, recently: Duration) -> bool {
+        let last = self.last_answer_ms.load(Ordering::Relaxed);
+        let answered = last != 0
+            && self
+                .created
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last))
+                < recently;
+        answered || self.list.iter().any(Origin::is_up)
     }
 
     /// Every origin, in priority order.
@@ -279,6 +294,21 @@ mod tests {
         let plain = Origins::new(&["a:1".to_string(), "b:2".to_string()]);
         plain.served(1);
         assert_eq!(plain.pick(0).name, "a:1");
+    }
+
+    #[test]
+    fn an_upstream_that_answers_is_reachable_even_when_its_checks_fail() {
+        let o = origins();
+        for name in ["a:1", "b:2", "c:3"] {
+            o.mark_down(name);
+        }
+        assert!(
+            !o.reachable(Duration::from_secs(2)),
+            "all down, nothing answered"
+        );
+        o.served(1);
+        assert!(o.reachable(Duration::from_secs(2)));
+        assert!(!o.reachable(Duration::ZERO), "not within no time");
     }
 
     #[test]
