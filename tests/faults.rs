@@ -47,6 +47,8 @@ struct Stack {
     edge: Edge,
     shield: Option<Edge>,
     chat: [ChatRelay; 2],
+    /// Set by a fault that restarts the primary: seconds from its restart to its first part.
+    origin_back_seconds: Option<f64>,
     // Last: the chat nodes stop before their Redis does.
     _redis: Redis,
 }
@@ -97,6 +99,7 @@ impl Stack {
             rtmp,
             publisher: None,
             chat: [node(), node()],
+            origin_back_seconds: None,
             _redis: redis,
         };
         stack.publish();
@@ -318,7 +321,8 @@ impl Row {
 
 /// Watches the stack with the swarm, the probe and the browser while the chatters talk,
 /// injects the fault `inject` (which may take as long as the fault lasts) after [`BEFORE`],
-/// watches [`AFTER`] more, and measures.
+/// watches [`AFTER`] more, and measures: the row is recorded, and what must hold whatever the
+/// fault is checked.
 async fn watch_through<F>(fault: &str, stack: &mut Stack, inject: F) -> Row
 where
     F: AsyncFnOnce(&mut Stack) -> Duration,
@@ -409,7 +413,7 @@ where
         .unwrap_or(lasted + AFTER);
     let count = |k: &str| report[k].as_u64().unwrap_or(0);
     let of = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
-    Row {
+    let row = Row {
         fault: fault.to_string(),
         viewers,
         stalls: count("stalls"),
@@ -427,8 +431,11 @@ where
         chat_lost: of(&chat, "lost"),
         chat_reconnects: of(&chat, "receiver_reconnects") + of(&chat, "sender_reconnects"),
         chat_away_ms: of(&chat, "longest_away_ms"),
-        origin_back_seconds: None,
-    }
+        origin_back_seconds: stack.origin_back_seconds,
+    };
+    row.record();
+    row.check_common();
+    row
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,8 +447,6 @@ async fn the_primary_origin_killed() {
         Duration::ZERO
     })
     .await;
-    row.record();
-    row.check_common();
     // The edge moves to the standby at the first refused request.
     assert_eq!(row.stalls, 0, "{row:?}");
     assert!(row.recovery_seconds < 1.0, "{row:?}");
@@ -456,8 +461,6 @@ async fn the_primary_origin_hung() {
         Duration::ZERO
     })
     .await;
-    row.record();
-    row.check_common();
     // Held requests wait out hold_timeout (0.7 s) before they go to the standby.
     assert!(row.recovery_seconds < 2.0, "{row:?}");
 }
@@ -476,8 +479,6 @@ async fn ffmpeg_killed_on_the_primary() {
         Duration::ZERO
     })
     .await;
-    row.record();
-    row.check_common();
     assert!(row.recovery_seconds < 3.0, "{row:?}");
 }
 
@@ -492,8 +493,6 @@ async fn the_publisher_gone_for_ten_seconds() {
         Duration::from_secs(10)
     })
     .await;
-    row.record();
-    row.check_common();
     // The slate keeps the playlists advancing: the players do not wait for the publisher.
     assert!(row.recovery_seconds < 2.0, "{row:?}");
 }
@@ -507,8 +506,6 @@ async fn the_edge_crashed_and_restarted() {
         Duration::ZERO
     })
     .await;
-    row.record();
-    row.check_common();
     assert!(row.recovery_seconds < 3.0, "{row:?}");
 }
 
@@ -521,8 +518,6 @@ async fn a_chat_node_killed() {
         Duration::ZERO
     })
     .await;
-    row.record();
-    row.check_common();
     // Its chatters came back on the other node; the video did not notice.
     assert!(row.chat_reconnects > 0, "{row:?}");
     assert!(row.recovery_seconds < 1.0, "{row:?}");
@@ -546,8 +541,6 @@ async fn a_region_outage() {
         },
     )
     .await;
-    row.record();
-    row.check_common();
     // The edge goes down its list, past the dead shield and origin, to the next region's.
     assert!(row.recovery_seconds < 2.0, "{row:?}");
 }
@@ -556,8 +549,7 @@ async fn a_region_outage() {
 async fn the_primary_origin_restarted() {
     let _serial = SERIAL.lock().await;
     let mut stack = Stack::start().await;
-    let mut back = None;
-    let mut row = watch_through(
+    let row = watch_through(
         "primary origin restarted (killed, back after 2 s; the broadcaster reconnects)",
         &mut stack,
         async |s| {
@@ -587,14 +579,11 @@ async fn the_primary_origin_restarted() {
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            back = Some(restarted.elapsed().as_secs_f64());
+            s.origin_back_seconds = Some(restarted.elapsed().as_secs_f64());
             Duration::from_secs(2)
         },
     )
     .await;
-    row.origin_back_seconds = back;
-    row.record();
-    row.check_common();
     // The origin is live again within seconds of its restart.
-    assert!(back.is_some_and(|b| b < 10.0), "{row:?}");
+    assert!(row.origin_back_seconds.is_some_and(|b| b < 10.0), "{row:?}");
 }

@@ -34,6 +34,7 @@ use self::receiver::WorkerLine;
 use self::sender::{Link, Sending, schedule, send_messages, sender_url, token};
 use self::tally::{LatencyQuantiles, WorkerSummary, lost};
 use self::wire::unix_ns;
+use crate::backoff::Backoff;
 
 /// Receivers one worker process holds by default: the open-file limit is 20,000 per process.
 pub const CONNECTIONS_PER_WORKER: usize = 15_000;
@@ -45,6 +46,56 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SENDER_QUEUE: usize = 1024;
 /// The longest a worker may take to report once told to stop.
 const SUMMARY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first reconnect's back-off; it doubles with each failed try, up to [`RECONNECT_MAX`].
+const RECONNECT_BASE: Duration = Duration::from_millis(100);
+/// The longest back-off between reconnect tries.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How a chatter (receiver or sender) comes back when its connection ends, as a chat client
+/// does: after a jittered back-off, on the next node of the room's list, and again after each
+/// failed try.
+struct Reconnect {
+    backoff: Backoff,
+    node: usize,
+    nodes: usize,
+}
+
+impl Reconnect {
+    /// For chatter `index` (its jitter), on `node` of `nodes`.
+    fn new(index: usize, node: usize, nodes: usize) -> Self {
+        Self {
+            backoff: Backoff::new(RECONNECT_BASE, RECONNECT_MAX, index as u64),
+            node,
+            nodes,
+        }
+    }
+
+    /// Opens a connection on the next node that takes one (`url_of(node)` at `servers[node]`,
+    /// from `source`); `None` once `closing` is raised.
+    async fn again(
+        &mut self,
+        index: usize,
+        closing: &mut watch::Receiver<bool>,
+        servers: &[SocketAddr],
+        source: Option<IpAddr>,
+        url_of: impl Fn(usize) -> String,
+    ) -> Option<ChatSocket> {
+        let mut failures = 0;
+        loop {
+            failures += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(self.backoff.after(failures)) => {}
+                _ = raised(closing) => return None,
+            }
+            self.node = (self.node + 1) % self.nodes;
+            match open_socket(&url_of(self.node), servers[self.node], source).await {
+                Ok(s) => return Some(s),
+                Err(e) => tracing::debug!(chatter = index, error = %e, "reconnect failed"),
+            }
+        }
+    }
+}
 
 /// One WebSocket on one TCP connection.
 pub type ChatSocket = WebSocketStream<TcpStream>;

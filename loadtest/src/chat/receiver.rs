@@ -23,13 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::tally::{CLOSE_ABNORMAL, WorkerSummary};
 use super::wire::{ServerFrame, Stamp, read_frame, unix_ns};
-use super::{ChatSocket, open_socket, raised, resolve};
-use crate::backoff::Backoff;
-
-/// The first reconnect's back-off; it doubles with each failed try, up to [`RECONNECT_MAX`].
-const RECONNECT_BASE: Duration = Duration::from_millis(100);
-/// The longest back-off between reconnect tries.
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
+use super::{ChatSocket, Reconnect, open_socket, raised, resolve};
 
 /// What one worker holds.
 #[derive(Debug, Clone)]
@@ -182,8 +176,7 @@ async fn receive(
     source: Option<IpAddr>,
     settled: mpsc::UnboundedSender<()>,
 ) {
-    let nodes = receivers.urls.len();
-    let mut node = index % nodes;
+    let node = index % receivers.urls.len();
     let first = open_socket(&receivers.urls[node], receivers.servers[node], source).await;
     let mut socket = match first {
         Ok(s) => s,
@@ -197,7 +190,7 @@ async fn receive(
     let _ = settled.send(());
     let mut closing = receivers.closing.clone();
     let mut position = Position::default();
-    let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_MAX, index as u64);
+    let mut reconnect = Reconnect::new(index, node, receivers.urls.len());
     loop {
         let ended = tokio::select! {
             code = count_deliveries(&mut socket, &receivers, &mut position) => Some(code),
@@ -210,21 +203,11 @@ async fn receive(
         let Some(code) = ended else { return };
         receivers.tally.lock().record_close(code);
         position.away_since = Some(Instant::now());
-        let mut failures = 0;
-        socket = loop {
-            failures += 1;
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.after(failures)) => {}
-                _ = raised(&mut closing) => return,
-            }
-            node = (node + 1) % nodes;
-            let since = position.last.unwrap_or(receivers.since);
-            let url = with_since(&receivers.urls[node], since);
-            match open_socket(&url, receivers.servers[node], source).await {
-                Ok(s) => break s,
-                Err(e) => tracing::debug!(receiver = index, error = %e, "reconnect failed"),
-            }
-        };
+        let since = position.last.unwrap_or(receivers.since);
+        let url_of = |node: usize| with_since(&receivers.urls[node], since);
+        let again = reconnect.again(index, &mut closing, &receivers.servers, source, url_of);
+        let Some(s) = again.await else { return };
+        socket = s;
         receivers.open.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -16,13 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::tally::CLOSE_ABNORMAL;
 use super::wire::{ServerFrame, Stamp, read_frame, send_frame, unix_ns};
-use super::{ChatSocket, open_socket, raised};
-use crate::backoff::Backoff;
-
-/// The first reconnect's back-off; it doubles with each failed try, up to [`RECONNECT_MAX`].
-const RECONNECT_BASE: Duration = Duration::from_millis(100);
-/// The longest back-off between reconnect tries.
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
+use super::{ChatSocket, Reconnect, raised};
 
 /// What the senders share.
 #[derive(Default)]
@@ -66,7 +60,7 @@ pub(super) async fn schedule(
 }
 
 /// Where a sender connects: the room's URL on each node with its token, their addresses,
-/// the node it is on, and the local address to connect from.
+/// the node it starts on, and the local address to connect from.
 pub(super) struct Link {
     pub(super) urls: Vec<String>,
     pub(super) servers: Vec<SocketAddr>,
@@ -82,7 +76,7 @@ pub(super) struct Link {
 pub(super) async fn send_messages(
     index: usize,
     run: u32,
-    mut link: Link,
+    link: Link,
     socket: ChatSocket,
     mut queue: mpsc::Receiver<u64>,
     sending: Arc<Sending>,
@@ -90,7 +84,7 @@ pub(super) async fn send_messages(
 ) {
     let mut socket = socket;
     let mut queue_open = true;
-    let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_MAX, index as u64);
+    let mut reconnect = Reconnect::new(index, link.node, link.urls.len());
     loop {
         let session = Session {
             index,
@@ -105,20 +99,10 @@ pub(super) async fn send_messages(
         };
         tracing::warn!(sender = index, code, "a sender's connection closed");
         *sending.closes.lock().entry(code).or_default() += 1;
-        let mut failures = 0;
-        socket = loop {
-            failures += 1;
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.after(failures)) => {}
-                _ = raised(&mut closing) => return,
-            }
-            link.node = (link.node + 1) % link.urls.len();
-            let (url, server) = (&link.urls[link.node], link.servers[link.node]);
-            match open_socket(url, server, link.source).await {
-                Ok(s) => break s,
-                Err(e) => tracing::debug!(sender = index, error = %e, "reconnect failed"),
-            }
-        };
+        let url_of = |node: usize| link.urls[node].clone();
+        let again = reconnect.again(index, &mut closing, &link.servers, link.source, url_of);
+        let Some(s) = again.await else { return };
+        socket = s;
         sending.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 }
