@@ -26,6 +26,10 @@
     latency: [],
     glassToGlass: [],
     chat: { user: null, connected: false, connects: 0, messages: 0, sent: 0, reactionsSeen: 0, banned: null, announcement: null, viewers: null },
+    // Ad breaks (hls.js interstitial events) and the news flashes shown.
+    ads: [],
+    flashes: [],
+    events: [],
   };
   const MAX_SAMPLES = 20000;
   let stallStart = null;
@@ -51,17 +55,25 @@
       try {
         const r = await fetch('/api/streams', { cache: 'no-store' });
         if (!r.ok) throw new Error(`the stream list answered ${r.status}`);
-        const { streams } = await r.json();
+        const { streams, sessions = [] } = await r.json();
         const live = streams.filter((s) => s.state === 'live' || s.state === 'reconnecting' || s.state === 'restarting');
         $('streams').replaceChildren(...live.map((s) => {
           const video = s.renditions.filter((x) => x.type === 'video' && x.height);
           const ladder = video.map((x) => `${x.height}p`).join(' · ');
+          const viewers = Number.isFinite(s.viewers) ? ` · ${s.viewers} watching` : '';
           return el('li', {}, el('a', { href: `/watch/${encodeURIComponent(s.name)}`, className: 'stream', dataset: { stream: s.name } },
+            s.thumbnail ? el('img', { src: `${s.thumbnail}?t=${Date.now()}`, alt: '' }) : '',
             el('span', { className: 'state', textContent: s.state === 'live' ? 'live' : s.state }), ' ',
-            el('strong', { textContent: s.name }),
-            el('span', { className: 'detail', textContent: ladder || s.source })));
+            el('strong', { textContent: s.title || s.name }),
+            el('span', { className: 'detail', textContent: `${ladder || s.source}${viewers}` })));
         }));
         $('streams-empty').hidden = live.length > 0;
+        $('replays').replaceChildren(...sessions.map((p) => el('li', {},
+          el('a', { href: `/watch/${encodeURIComponent(p.stream)}/${encodeURIComponent(p.session)}`, className: 'replay', dataset: { stream: p.stream, session: p.session } },
+            p.thumbnail ? el('img', { src: p.thumbnail, alt: '' }) : '',
+            el('strong', { textContent: p.title || p.stream }),
+            el('span', { className: 'detail', textContent: ` ${new Date(p.started).toLocaleString()} · ${Math.round(p.duration / 60)} min` })))));
+        $('replays-empty').hidden = sessions.length > 0;
         $('streams-error').hidden = true;
       } catch (e) {
         $('streams-error').textContent = `Cannot load the streams: ${e.message}`;
@@ -70,11 +82,31 @@
     };
     await refresh();
     setInterval(refresh, 5000);
+    // Lifecycle notifications: a stream going live or a replay becoming ready refreshes the
+    // list at once.
+    if (window.EventSource) {
+      const events = new EventSource('/api/events');
+      for (const type of ['PENDING', 'LIVE', 'ENDED', 'ARCHIVED']) {
+        events.addEventListener(type, (e) => {
+          stats.events.push({ type, data: JSON.parse(e.data) });
+          refresh();
+        });
+      }
+    }
   }
 
   // ---- the player ---------------------------------------------------------------------
 
-  function player(stream) {
+  // The live stream, its DVR window (`?dvr=1`: pause and seek back), or a finished broadcast
+  // (`/watch/{stream}/{session}`) from the archive.
+  function source(stream, session) {
+    const name = encodeURIComponent(stream);
+    if (session) return `/vod/${name}/${encodeURIComponent(session)}/master.m3u8${location.search}`;
+    if (query.get('dvr') === '1') return `/live/${name}/dvr.m3u8${location.search}`;
+    return `/live/${name}/master.m3u8${location.search}`;
+  }
+
+  function player(stream, session) {
     const video = $('video');
     const status = (text) => { $('status').textContent = text; };
     if (!window.Hls) {
@@ -84,12 +116,12 @@
     }
     if (!Hls.isSupported()) {
       // Safari plays HLS itself (and LL-HLS since iOS 14).
-      video.src = `/live/${encodeURIComponent(stream)}/master.m3u8${location.search}`;
+      video.src = source(stream, session);
       return;
     }
     status('loading…');
     const hls = new Hls({
-      lowLatencyMode: true,
+      lowLatencyMode: !session && query.get('dvr') !== '1',
       // Catch up to the target latency by playing up to 1.5× after a stall or a slow start.
       maxLiveSyncPlaybackRate: 1.5,
       backBufferLength: 30,
@@ -212,7 +244,45 @@
       $('latency').textContent = `latency ${fmt(latency)} s · glass-to-glass ${fmt(g2g)} s`;
     }, 500);
 
-    hls.loadSource(`/live/${encodeURIComponent(stream)}/master.m3u8${location.search}`);
+    // Ad breaks: hls.js plays each interstitial's asset (a VOD playlist), then goes back to
+    // the stream where it would be by then.
+    const ad = (name) => (_e, data) => {
+      stats.ads.push({ event: name, id: data?.event?.identifier ?? null, at: Date.now() });
+      if (name === 'asset-started') $('ad-badge').hidden = false;
+      if (name === 'ended') $('ad-badge').hidden = true;
+    };
+    if (Hls.Events.INTERSTITIAL_STARTED) {
+      hls.on(Hls.Events.INTERSTITIAL_STARTED, ad('started'));
+      hls.on(Hls.Events.INTERSTITIAL_ASSET_STARTED, ad('asset-started'));
+      hls.on(Hls.Events.INTERSTITIAL_ASSET_ENDED, ad('asset-ended'));
+      hls.on(Hls.Events.INTERSTITIAL_ENDED, ad('ended'));
+      hls.on(Hls.Events.INTERSTITIAL_ASSET_ERROR, (_e, data) => {
+        stats.ads.push({ event: 'error', error: String(data?.error?.message || data?.details || 'error'), at: Date.now() });
+      });
+    }
+    // News flashes: date ranges of class com.corral.flash, shown while the picture plays
+    // within them.
+    const flashes = new Map();
+    hls.on(Hls.Events.LEVEL_UPDATED, (_e, data) => {
+      for (const range of Object.values(data.details.dateRanges || {})) {
+        const a = range.attr || {};
+        if (a.CLASS !== 'com.corral.flash' || flashes.has(range.id)) continue;
+        const start = Date.parse(a['START-DATE']);
+        flashes.set(range.id, { id: range.id, text: a['X-TEXT'] || '', level: a['X-LEVEL'] || 'info', start, end: start + Number(a.DURATION || 10) * 1000 });
+      }
+    });
+    setInterval(() => {
+      const at = hls.playingDate ? hls.playingDate.getTime() : null;
+      const now = at === null ? null : [...flashes.values()].find((f) => f.start <= at && at < f.end);
+      $('flash').hidden = !now;
+      if (now) {
+        $('flash').textContent = now.text;
+        $('flash').dataset.level = now.level;
+        if (!stats.flashes.some((f) => f.id === now.id)) stats.flashes.push({ id: now.id, text: now.text, at: Date.now() });
+      }
+    }, 250);
+
+    hls.loadSource(source(stream, session));
     hls.attachMedia(video);
   }
 
@@ -496,6 +566,8 @@
         ...rest,
         stallMs: Math.round(stats.stallMs + (stallStart !== null ? performance.now() - stallStart : 0)),
         currentTime: video.currentTime,
+        // Seconds of a finished broadcast (null while live: the browser says Infinity).
+        duration: Number.isFinite(video.duration) ? video.duration : null,
         paused: video.paused,
         readyState: video.readyState,
         videoWidth: video.videoWidth,
@@ -510,13 +582,15 @@
     samples: () => ({ latency: stats.latency.slice(), glassToGlass: stats.glassToGlass.slice() }),
   };
 
-  const watch = location.pathname.match(/^\/watch\/([^/]+)\/?$/);
+  const watch = location.pathname.match(/^\/watch\/([^/]+)(?:\/([0-9TZ]+))?\/?$/);
   if (watch) {
     const stream = decodeURIComponent(watch[1]);
+    const session = watch[2] || null;
     stats.stream = stream;
-    document.title = `${stream} · Corral`;
+    stats.session = session;
+    document.title = session ? `${stream} (replay) · Corral` : `${stream} · Corral`;
     $('watch').hidden = false;
-    player(stream);
+    player(stream, session);
     if (chatOn) chat(stream);
   } else {
     home();

@@ -127,6 +127,8 @@ struct Directives {
     part: Option<u64>,
     /// `YES` (false) or `v2` (true).
     skip: Option<bool>,
+    /// `start` of a replay playlist (`EXT-X-START`), in milliseconds.
+    start: Option<i64>,
 }
 
 /// Reads `path` and `query` (without the `?`) into a kind and a cache key.
@@ -156,6 +158,14 @@ pub fn read(path: &str, query: Option<&str>) -> Result<CacheRequest, RequestErro
         }
         if let Some(v2) = d.skip {
             add("_HLS_skip", if v2 { &"v2" } else { &"YES" });
+        }
+        if let Some(millis) = d.start {
+            let sign = if millis < 0 { "-" } else { "" };
+            let abs = millis.abs();
+            add(
+                "start",
+                &format_args!("{sign}{}.{:03}", abs / 1000, abs % 1000),
+            );
         }
         let kind = if d.msn.is_some() && kind == ObjectKind::Playlist {
             ObjectKind::BlockingPlaylist
@@ -228,6 +238,7 @@ fn directives(query: &str) -> Result<Directives, RequestError> {
                 };
                 set(&mut d.skip, "_HLS_skip", v2)?
             }
+            "start" => set(&mut d.start, "start", offset(value)?)?,
             _ => {}
         }
     }
@@ -239,6 +250,34 @@ fn set<T>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), Requ
         return Err(RequestError::Repeated(name));
     }
     Ok(())
+}
+
+/// A replay playlist's `start`: seconds within a day either way, at most three decimals,
+/// kept as milliseconds so `-120` and `-120.000` share a key.
+fn offset(value: &str) -> Result<i64, RequestError> {
+    let bad = RequestError::Directive("start");
+    let (negative, digits) = match value.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, value),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty()
+        || whole.len() > 5
+        || frac.len() > 3
+        || !whole
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(bad);
+    }
+    let whole: i64 = whole.parse().map_err(|_| bad.clone())?;
+    let frac: i64 = format!("{frac:0<3}").parse().map_err(|_| bad.clone())?;
+    let millis = whole * 1000 + frac;
+    if millis > 86_400_000 {
+        return Err(bad);
+    }
+    Ok(if negative { -millis } else { millis })
 }
 
 /// A decimal integer as the spec writes it (no sign, no spaces, at most 19 digits). Leading
@@ -258,6 +297,36 @@ mod tests {
 
     fn key(path: &str, query: &str) -> String {
         read(path, Some(query)).expect("accepted").key
+    }
+
+    #[test]
+    fn a_replay_playlists_start_is_part_of_its_key() {
+        let p = "/live/d/720p/dvr.m3u8";
+        assert_eq!(
+            key(p, "start=-120&sig=x"),
+            "/live/d/720p/dvr.m3u8?start=-120.000"
+        );
+        assert_eq!(key(p, "start=-120.000"), key(p, "start=-120"));
+        assert_eq!(key(p, "start=-0.5"), "/live/d/720p/dvr.m3u8?start=-0.500");
+        assert_ne!(key(p, "start=-60"), key(p, "start=-120"));
+        assert_eq!(
+            key("/live/d/dvr.m3u8", "start=30"),
+            "/live/d/dvr.m3u8?start=30.000"
+        );
+        for bad in [
+            "start=x",
+            "start=1e3",
+            "start=99999999",
+            "start=1&start=2",
+            "start=1.2345",
+        ] {
+            assert!(read(p, Some(bad)).is_err(), "{bad}");
+        }
+        // Media keys never carry it.
+        assert_eq!(
+            key("/vod/d/20261206T070142Z/720p/5.m4s", "start=3"),
+            "/vod/d/20261206T070142Z/720p/5.m4s"
+        );
     }
 
     #[test]

@@ -98,18 +98,32 @@ fn hint(file: &str) -> &'static str {
 }
 
 /// The key of [`FILES`] that `path` is served from, if any: the page itself for `/`,
-/// `/index.html` and `/watch/{stream}` (a stream name as the origin allows it).
+/// `/index.html`, `/watch/{stream}` (a stream name as the origin allows it) and
+/// `/watch/{stream}/{session}` (a finished broadcast: `20261206T070142Z`).
 fn route(path: &str) -> Option<&'static str> {
     if path == "/" || path == "/index.html" {
         return Some("/");
     }
-    if let Some(name) = path.strip_prefix("/watch/") {
-        let name = name.strip_suffix('/').unwrap_or(name);
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if let Some(rest) = path.strip_prefix("/watch/") {
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let session = |s: &str| {
+            s.len() == 16
+                && s.bytes().enumerate().all(|(i, b)| match i {
+                    8 => b == b'T',
+                    15 => b == b'Z',
+                    _ => b.is_ascii_digit(),
+                })
+        };
+        let ok = match rest.split_once('/') {
+            None => name(rest),
+            Some((stream, id)) => name(stream) && session(id),
+        };
         return ok.then_some("/");
     }
     FILES.iter().map(|f| f.0).find(|&p| p != "/" && p == path)
@@ -168,6 +182,7 @@ mod tests {
             "/watch/demo",
             "/watch/demo/",
             "/watch/a_b-9",
+            "/watch/demo/20261206T070142Z",
         ] {
             assert_eq!(route(p), Some("/"), "{p}");
         }
@@ -177,6 +192,8 @@ mod tests {
             "/watch/",
             "/watch/a/b",
             "/watch/a.b",
+            "/watch/demo/20261206T070142",
+            "/watch/demo/20261206T070142Z/x",
             "/assets/",
             "/assets/other.js",
             "/live/demo/master.m3u8",

@@ -19,6 +19,10 @@ use crate::config::{OnStop, OriginConfig, SourceKind, StreamConfig};
 use crate::http::server::{HttpState, serve};
 use crate::ingest::hub::{IngestHub, IngestMetrics, IngestStream};
 use crate::metrics::OriginMetrics;
+use crate::replay::catalog::Catalog;
+use crate::replay::store::{Archive, ArchiveMetrics};
+use crate::replay::watchers::{self, ChatLink};
+use crate::replay::{Replay, ReplaySettings};
 use crate::stream::Stream;
 use crate::stream::controller::{ControllerSettings, PublishController};
 use crate::stream::driver::{Feed, StreamDriver, forward};
@@ -26,6 +30,9 @@ use crate::stream::slate::SlateClip;
 
 /// How long held requests get to receive their final playlists after the streams end.
 const END_GRACE: Duration = Duration::from_millis(500);
+
+/// How long stopping waits for the VODs of the broadcasts it ended.
+const STOP_FINALIZE: Duration = Duration::from_secs(10);
 
 /// The transcoding job of a configured stream.
 pub fn job(config: &OriginConfig, stream: &StreamConfig) -> TranscodeJob {
@@ -92,6 +99,7 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
     let metrics = OriginMetrics::register(&registry)?;
     let transcoder_metrics = TranscoderMetrics::register(&registry)?;
     let ingest_metrics = IngestMetrics::register(&registry)?;
+    let archive_metrics = ArchiveMetrics::register(&registry)?;
     let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
@@ -223,9 +231,51 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
         ingest_tasks.extend(start_ingest(&config, hub.clone()).await?);
     }
 
+    let replay_stop = CancellationToken::new();
+    let catalog = Catalog::new();
+    let (replay, recorders) = if config.archive.enabled {
+        let archive = Archive::open(&config.archive, archive_metrics)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", config_path.display()))?;
+        tracing::info!(archive = %archive.location(), dvr_window_s = config.dvr.window, "archiving every broadcast");
+        let replay = Replay::new(
+            archive,
+            &streams,
+            ReplaySettings {
+                dvr_window: config.dvr.window,
+                finalize_timeout: Duration::from_secs_f64(config.archive.finalize_timeout),
+            },
+            catalog.clone(),
+        );
+        replay.load().await;
+        let recorders = replay.start(replay_stop.clone());
+        (Some(replay), recorders)
+    } else {
+        (None, Vec::new())
+    };
+
     let http_stop = CancellationToken::new();
     let local = listener.local_addr()?;
-    let http_state = HttpState::new(streams.clone(), metrics, config.http.clone());
+    let chat = config
+        .chat
+        .url
+        .as_deref()
+        .map(|url| ChatLink::new(url, config.chat.admin_token.clone()));
+    let watchers = watchers::start(
+        catalog.clone(),
+        streams.clone(),
+        replay.clone(),
+        config.transcoder.ffmpeg.clone(),
+        chat.clone(),
+        replay_stop.clone(),
+    );
+    let http_state = HttpState::new(
+        streams.clone(),
+        metrics,
+        config.http.clone(),
+        replay.clone(),
+        catalog,
+        chat,
+    );
     let server = serve(listener, http_state.clone(), http_stop.clone());
     for s in &streams {
         tracing::info!(url = %format!("http://{local}/live/{}/master.m3u8", s.name()), "serving");
@@ -252,6 +302,14 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tokio::time::sleep(END_GRACE).await;
+    replay_stop.cancel();
+    for task in recorders.into_iter().chain(watchers) {
+        let _ = task.await;
+    }
+    if let Some(replay) = &replay {
+        // The streams just ended: their VODs are written before the process goes.
+        replay.drain(STOP_FINALIZE).await;
+    }
     http_stop.cancel();
     let _ = server.await;
     let _ = metrics_stop.send(true);

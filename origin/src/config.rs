@@ -28,6 +28,12 @@ pub struct OriginConfig {
     pub ingest: IngestConfig,
     /// A primary origin this one stands by for.
     pub redundancy: RedundancyConfig,
+    /// Where every broadcast is archived (for the DVR window and the VOD after the end).
+    pub archive: ArchiveConfig,
+    /// The DVR playlist.
+    pub dvr: DvrConfig,
+    /// The chat relay beside this origin.
+    pub chat: ChatConfig,
     /// The streams this origin produces.
     pub streams: Vec<StreamConfig>,
 }
@@ -42,6 +48,9 @@ impl Default for OriginConfig {
             transcoder: TranscoderConfig::default(),
             ingest: IngestConfig::default(),
             redundancy: RedundancyConfig::default(),
+            archive: ArchiveConfig::default(),
+            dvr: DvrConfig::default(),
+            chat: ChatConfig::default(),
             streams: vec![StreamConfig::default()],
         }
     }
@@ -65,6 +74,9 @@ pub struct HttpConfig {
     pub signing: SigningConfig,
     /// What SIGTERM means for the players behind this origin.
     pub on_stop: OnStop,
+    /// The bearer token of the admin API (stream metadata, cues, deleting past broadcasts);
+    /// null turns the admin API off.
+    pub admin_token: Option<String>,
 }
 
 /// `http.on_stop:` what stopping the origin (SIGTERM) does to the requests it serves.
@@ -115,6 +127,7 @@ impl Default for HttpConfig {
             cors_allow_origin: "*".to_string(),
             signing: SigningConfig::default(),
             on_stop: OnStop::End,
+            admin_token: None,
         }
     }
 }
@@ -167,6 +180,110 @@ impl RedundancyConfig {
     /// `tolerance` as a duration.
     pub fn tolerance(&self) -> Duration {
         Duration::from_secs_f64(self.tolerance)
+    }
+}
+
+/// `archive:` (see [`crate::replay`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// Whether broadcasts are archived. Off: no DVR playlist and no VOD.
+    pub enabled: bool,
+    /// The local directory of the archive, when `s3` is not set.
+    pub path: PathBuf,
+    /// An S3 (or S3-compatible) bucket instead of the local directory.
+    pub s3: Option<S3Config>,
+    /// A key prefix for every object (origins sharing a bucket each need their own).
+    pub prefix: String,
+    /// Bytes that may wait to be written; a write beyond is refused (counted and logged).
+    pub queue_bytes: usize,
+    /// Writes in flight at once.
+    pub concurrency: usize,
+    /// Retrying failed writes.
+    pub retry: RetryConfig,
+    /// Seconds a finished broadcast waits for its media writes before its VOD is written
+    /// (what has not landed by then is listed as a gap).
+    pub finalize_timeout: f64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: PathBuf::from("archive"),
+            s3: None,
+            prefix: String::new(),
+            queue_bytes: 256 << 20,
+            concurrency: 8,
+            retry: RetryConfig::default(),
+            finalize_timeout: 120.0,
+        }
+    }
+}
+
+/// `archive.s3:`. Credentials come from the environment, as the AWS tools read them
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, ...).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// An S3-compatible service's URL (MinIO, Ceph, R2); unset for AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The region; unset takes `AWS_REGION` or `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Whether a plain `http://` endpoint is allowed.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// `archive.retry:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per object before it counts as failed.
+    pub attempts: u32,
+    /// Seconds before the second attempt; doubles after each failure.
+    pub initial_backoff: f64,
+    /// Longest wait between attempts, in seconds.
+    pub max_backoff: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            initial_backoff: 0.5,
+            max_backoff: 10.0,
+        }
+    }
+}
+
+/// `chat:`: the relay whose rooms show the catalog's viewer counts and the news flashes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// The relay's base URL (`http://HOST:8090`); null: no viewer counts, flashes only in the
+    /// players.
+    pub url: Option<String>,
+    /// The relay's admin token, to post announcements.
+    pub admin_token: Option<String>,
+}
+
+/// `dvr:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DvrConfig {
+    /// Seconds the DVR playlist (`/live/{stream}/dvr.m3u8`) lets players seek back; 0 lists
+    /// the whole broadcast (`EXT-X-PLAYLIST-TYPE:EVENT`).
+    pub window: f64,
+}
+
+impl Default for DvrConfig {
+    fn default() -> Self {
+        Self { window: 600.0 }
     }
 }
 
@@ -425,6 +542,81 @@ impl Validate for OriginConfig {
             }
         }
         check_range("http.signing.ttl", signing.ttl, 1, 30 * 86_400, "seconds")?;
+        if self
+            .http
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.len() < 12)
+        {
+            return Err(Invalid::new(
+                "http.admin_token",
+                "a token of at least 12 bytes",
+                "a shorter one",
+            ));
+        }
+        if let Some(url) = &self.chat.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Invalid::new("chat.url", "an http:// or https:// URL", url));
+        }
+        let a = &self.archive;
+        check_range(
+            "archive.queue_bytes",
+            a.queue_bytes,
+            1 << 20,
+            64 << 30,
+            "bytes",
+        )?;
+        check_range("archive.concurrency", a.concurrency, 1, 1024, "a count")?;
+        check_range(
+            "archive.retry.attempts",
+            a.retry.attempts,
+            1,
+            100,
+            "a count",
+        )?;
+        check_range(
+            "archive.retry.initial_backoff",
+            a.retry.initial_backoff,
+            0.01,
+            60.0,
+            "seconds",
+        )?;
+        check_range(
+            "archive.retry.max_backoff",
+            a.retry.max_backoff,
+            a.retry.initial_backoff,
+            600.0,
+            "seconds (at least archive.retry.initial_backoff)",
+        )?;
+        check_range(
+            "archive.finalize_timeout",
+            a.finalize_timeout,
+            1.0,
+            3600.0,
+            "seconds",
+        )?;
+        if a.prefix.contains(['\\', '%']) || a.prefix.split('/').any(|p| p == "..") {
+            return Err(Invalid::new(
+                "archive.prefix",
+                "a key prefix of plain path elements",
+                &a.prefix,
+            ));
+        }
+        if let Some(s3) = &a.s3
+            && s3.bucket.is_empty()
+        {
+            return Err(Invalid::new("archive.s3.bucket", "a bucket name", "\"\""));
+        }
+        if self.dvr.window != 0.0 {
+            check_range(
+                "dvr.window",
+                self.dvr.window,
+                30.0,
+                86_400.0,
+                "seconds (or 0)",
+            )?;
+        }
         if self.http.cors_allow_origin.is_empty()
             || self.http.cors_allow_origin.contains(['\r', '\n'])
         {

@@ -16,6 +16,8 @@
 //!   policy the edges obey.
 //! - [`redundancy`] lets a standby follow its primary's epochs, so both publish the same
 //!   playlists for the same publish.
+//! - [`replay`] archives every broadcast to an object store, serves the DVR window and, once a
+//!   broadcast ends, its VOD.
 //! - [`config`] is the typed YAML config; [`metrics`] the Prometheus metrics.
 
 pub mod api;
@@ -27,4 +29,5 @@ pub mod ingest;
 pub mod metrics;
 pub mod packager;
 pub mod redundancy;
+pub mod replay;
 pub mod stream;

@@ -51,6 +51,8 @@ fn main() -> ExitCode {
         config.metrics.listen = listen;
     }
     corral_telemetry::init_logging(&config.log_level);
+    // TLS to an S3 archive uses ring, as the rest of the project does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if args.check {
         println!(
             "{}: ok: {} stream(s), encoder {}, {} rendition(s), segments {} s, parts {} s, http {}, metrics {}",

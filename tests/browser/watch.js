@@ -3,6 +3,8 @@
 //   node watch.js e2e   BASE CHAT_BASE ADMIN_TOKEN OUT_DIR [STREAM]
 //   node watch.js bench BASE SECONDS OUT_DIR [STREAM]
 //   node watch.js fault BASE OUT_DIR [STREAM]
+//   node watch.js replay BASE PAGE_PATH OUT_DIR
+//   node watch.js cues BASE SECONDS OUT_DIR [STREAM]
 //
 // e2e: the stream list shows STREAM (default demo); its link starts playback; the video plays
 // for 20 s; each rendition is forced in turn from the quality menu and plays; a second viewer
@@ -12,7 +14,11 @@
 // the latency percentiles. fault: one viewer opens the stream's page, says
 // {"event":"playing"} on stdout once the video plays, and watches until a line (or the end)
 // on stdin: what it saw meanwhile (stalls, the longest the picture stood still, whether it
-// plays at the end). Each prints one JSON report on stdout; failures are reported in it
+// plays at the end). replay: one viewer opens PAGE_PATH (a finished broadcast's page,
+// /watch/{stream}/{session}), plays it for 5 s, seeks to its middle and checks it plays on
+// from there. cues: one viewer opens the stream's page, says {"event":"playing"} once it plays,
+// and watches for SECONDS: the ad breaks (hls.js interstitial events) and news flashes it saw.
+// Each prints one JSON report on stdout; failures are reported in it
 // (`failures`), not thrown, so that the caller shows everything at once. BASE may be https://
 // (the edge's self-signed certificate is accepted; the report says which protocol was used).
 'use strict';
@@ -351,6 +357,84 @@ async function fault(base, out, stream) {
   return report;
 }
 
+// A finished broadcast: plays from its start, then from its middle after a seek.
+async function replay(base, pagePath, out) {
+  const report = { base, page: pagePath, failures: [] };
+  const browser = await launch();
+  const a = await viewer(browser, 'replay', { width: 640, height: 360 });
+  try {
+    await a.page.goto(`${base}${pagePath}`, { timeout: 20000 });
+    await until('playback to start', 30000, async () => (await stats(a.page)).startupMs !== null);
+    const first = await stats(a.page);
+    report.startupMs = first.startupMs;
+    report.duration = first.duration;
+    await until('5 s of playback', 20000, async () => (await stats(a.page)).currentTime >= first.currentTime + 5);
+    const middle = Math.floor((first.duration || 0) / 2);
+    await a.page.evaluate((t) => { document.getElementById('video').currentTime = t; }, middle);
+    report.seekedTo = middle;
+    await until('playback after the seek', 20000, async () => {
+      const s = await stats(a.page);
+      return s.currentTime >= middle + 3 && s.currentTime < middle + 20 && !s.paused;
+    });
+    const last = await stats(a.page);
+    report.currentTime = last.currentTime;
+    report.videoWidth = last.videoWidth;
+    report.decodedFrames = last.decodedFrames;
+    report.errors = last.errors;
+    fs.mkdirSync(out, { recursive: true });
+    await a.page.screenshot({ path: path.join(out, 'replay.png') });
+  } catch (e) {
+    report.failures.push(e.message);
+  } finally {
+    report.console = a.log.slice(0, 20);
+    await browser.close();
+  }
+  return report;
+}
+
+// A live viewer while the operator inserts an ad break and a news flash.
+async function cues(base, seconds, out, stream) {
+  const report = { base, failures: [] };
+  const browser = await launch();
+  const a = await viewer(browser, 'cues', { width: 640, height: 360 });
+  try {
+    await a.page.goto(`${base}/watch/${stream}`, { timeout: 20000 });
+    await until('playback to start', 30000, async () => (await stats(a.page)).startupMs !== null);
+    process.stdout.write(`${JSON.stringify({ event: 'playing' })}\n`);
+    const deadline = Date.now() + seconds * 1000;
+    let sawBadge = false;
+    let sawFlash = null;
+    while (Date.now() < deadline) {
+      await sleep(250);
+      sawBadge ||= await a.page.evaluate(() => !document.getElementById('ad-badge').hidden);
+      sawFlash ??= await a.page.evaluate(() => {
+        const f = document.getElementById('flash');
+        return f.hidden ? null : f.textContent;
+      });
+      const s = await stats(a.page);
+      if (s.ads.some((x) => x.event === 'ended') && s.flashes.length > 0) break;
+    }
+    const last = await stats(a.page);
+    report.ads = last.ads;
+    report.flashes = last.flashes;
+    report.adBadgeShown = sawBadge;
+    report.flashShown = sawFlash;
+    report.errors = last.errors;
+    const t0 = last.currentTime;
+    await sleep(2000);
+    const t1 = (await stats(a.page)).currentTime;
+    report.playingAtEnd = t1 > t0;
+    fs.mkdirSync(out, { recursive: true });
+    await a.page.screenshot({ path: path.join(out, 'cues.png') });
+  } catch (e) {
+    report.failures.push(e.message);
+  } finally {
+    report.console = a.log.slice(0, 20);
+    await browser.close();
+  }
+  return report;
+}
+
 async function main() {
   const [mode, ...args] = process.argv.slice(2);
   let report;
@@ -360,11 +444,17 @@ async function main() {
   } else if (mode === 'fault') {
     const [base, out, stream = 'demo'] = args;
     report = await fault(base, out, stream);
+  } else if (mode === 'cues') {
+    const [base, seconds, out, stream = 'demo'] = args;
+    report = await cues(base, Number(seconds), out, stream);
+  } else if (mode === 'replay') {
+    const [base, pagePath, out] = args;
+    report = await replay(base, pagePath, out);
   } else if (mode === 'bench') {
     const [base, seconds, out, stream = 'demo'] = args;
     report = await bench(base, Number(seconds), out, stream);
   } else {
-    throw new Error('usage: watch.js e2e BASE CHAT_BASE ADMIN_TOKEN OUT_DIR [STREAM] | bench BASE SECONDS OUT_DIR [STREAM] | fault BASE OUT_DIR [STREAM]');
+    throw new Error('usage: watch.js e2e BASE CHAT_BASE ADMIN_TOKEN OUT_DIR [STREAM] | bench BASE SECONDS OUT_DIR [STREAM] | fault BASE OUT_DIR [STREAM] | replay BASE PAGE_PATH OUT_DIR | cues BASE SECONDS OUT_DIR [STREAM]');
   }
   process.stdout.write(`${JSON.stringify(report)}\n`);
 }

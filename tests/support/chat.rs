@@ -177,36 +177,7 @@ impl ChatRelay {
         auth: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut args = vec![
-            "-s".to_string(),
-            "-X".into(),
-            method.into(),
-            "-w".into(),
-            "\n%{http_code}".into(),
-        ];
-        if let Some(a) = auth {
-            args.extend(["-H".into(), format!("Authorization: Bearer {a}")]);
-        }
-        if let Some(b) = body {
-            args.extend([
-                "-H".into(),
-                "content-type: application/json".into(),
-                "--data".into(),
-                b.to_string(),
-            ]);
-        }
-        args.push(format!("http://{}{path}", self.http));
-        let out = tokio::process::Command::new("curl")
-            .args(&args)
-            .output()
-            .await
-            .expect("curl runs");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').expect("a status line");
-        (
-            code.trim().parse().expect("a status"),
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
+        crate::curl_json(method, &format!("http://{}{path}", self.http), auth, body).await
     }
 
     /// A sample of its metrics (0 when absent).

@@ -194,6 +194,46 @@ pub fn metric(text: &str, sample: &str) -> f64 {
 
 pub use corral_loadtest::metric_sum;
 
+/// A request with curl: `method` on `url`, with a bearer token and a JSON body when given;
+/// the status and the JSON answer (Null when it is not JSON).
+pub async fn curl_json(
+    method: &str,
+    url: &str,
+    auth: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut args = vec![
+        "-s".to_string(),
+        "-X".into(),
+        method.into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+    ];
+    if let Some(a) = auth {
+        args.extend(["-H".into(), format!("Authorization: Bearer {a}")]);
+    }
+    if let Some(b) = body {
+        args.extend([
+            "-H".into(),
+            "content-type: application/json".into(),
+            "--data".into(),
+            b.to_string(),
+        ]);
+    }
+    args.push(url.to_string());
+    let out = tokio::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("a status line");
+    (
+        code.trim().parse().expect("a status"),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// Waits up to `limit` for `child` to exit; its exit status, if it did.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -319,6 +359,8 @@ impl Origin {
         Command::new(binary("origin"))
             .arg("--config")
             .arg(scratch.0.join("origin.yaml"))
+            // Relative paths in the config (the archive's) land in the scratch directory.
+            .current_dir(&scratch.0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -332,6 +374,11 @@ impl Origin {
         self.child = Self::spawn(&self.scratch);
         let log = self.scratch.0.join("origin.log");
         wait_listening(&mut self.child, &[self.http], "origin", &log);
+    }
+
+    /// Its scratch directory: the working directory, where a relative `archive.path` is.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.scratch.0
     }
 
     /// The process ID.

@@ -1,6 +1,8 @@
 //! HTTP serving: strict request parsing ([`request`]), responses with the cache policy
-//! ([`respond`]), in-memory bodies ([`body`]) and the server itself ([`server`]).
+//! ([`respond`]), in-memory bodies ([`body`]), the server itself ([`server`]) and the admin
+//! API and event stream ([`admin`]).
 
+pub mod admin;
 pub mod body;
 pub mod request;
 pub mod respond;

@@ -56,8 +56,53 @@ pub enum Route<'a> {
         /// Part index.
         part: u64,
     },
-    /// `/api/streams`
+    /// `/live/{stream}/dvr.m3u8` (multivariant) or `/live/{stream}/{rendition}/dvr.m3u8`: the
+    /// DVR window, `?start=` seconds (`EXT-X-START`).
+    Dvr {
+        /// Stream name.
+        stream: &'a str,
+        /// Rendition name; `None` for the multivariant playlist.
+        rendition: Option<&'a str>,
+        /// Where players start: seconds from the start, or from the end when negative.
+        start: Option<Start>,
+    },
+    /// `/vod/{stream}/{session}/...`: a finished broadcast from the archive.
+    Vod {
+        /// Stream name.
+        stream: &'a str,
+        /// Session ID.
+        session: &'a str,
+        /// What is asked, under the session.
+        file: VodFile<'a>,
+        /// `?start=` for playlists.
+        start: Option<Start>,
+    },
+    /// `/api/streams`: the catalog (`?state=`, `q=`, `sort=`); POST adds a stream's metadata.
     Streams,
+    /// `/api/streams/{stream}`: one stream; PATCH and DELETE change its metadata.
+    StreamItem {
+        /// Stream name.
+        stream: &'a str,
+    },
+    /// `/api/streams/{stream}/thumbnail.jpg`: the newest picture of a live stream.
+    Thumbnail {
+        /// Stream name.
+        stream: &'a str,
+    },
+    /// `/api/streams/{stream}/sessions/{session}`: DELETE removes a past broadcast.
+    Session {
+        /// Stream name.
+        stream: &'a str,
+        /// Session ID.
+        session: &'a str,
+    },
+    /// `/api/streams/{stream}/cues`: POST inserts an ad break or a news flash; GET lists them.
+    Cues {
+        /// Stream name.
+        stream: &'a str,
+    },
+    /// `/api/events`: lifecycle events as server-sent events.
+    Events,
     /// `/api/streams/{stream}/playback-url`: a signed URL for the stream (`?ttl=` seconds).
     PlaybackUrl {
         /// Stream name.
@@ -70,6 +115,114 @@ pub enum Route<'a> {
     },
     /// `/healthz`
     Health,
+}
+
+/// An `EXT-X-START` offset asked with `?start=`, in milliseconds (so it compares exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start(pub i64);
+
+impl Start {
+    /// Seconds.
+    pub fn seconds(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+
+    /// The query that asks for it again: `start=-120` or `start=-120.5`.
+    pub fn query(self) -> String {
+        let whole = self.0 / 1000;
+        match self.0 % 1000 {
+            0 => format!("start={whole}"),
+            _ => format!("start={}", self.seconds()),
+        }
+    }
+}
+
+/// A file of a finished broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VodFile<'a> {
+    /// `master.m3u8`
+    Master,
+    /// `thumbnail.jpg`
+    Thumbnail,
+    /// `{rendition}/index.m3u8`
+    Playlist(&'a str),
+    /// `{rendition}/{msn}.m4s`
+    Segment(&'a str, u64),
+    /// `{rendition}/init-{id}.mp4`
+    Init(&'a str, u64),
+}
+
+impl VodFile<'_> {
+    /// The object's key under the session.
+    pub fn key(&self) -> String {
+        match self {
+            VodFile::Master => "master.m3u8".to_string(),
+            VodFile::Thumbnail => "thumbnail.jpg".to_string(),
+            VodFile::Playlist(r) => format!("{r}/index.m3u8"),
+            VodFile::Segment(r, msn) => format!("{r}/{msn}.m4s"),
+            VodFile::Init(r, id) => format!("{r}/init-{id}.mp4"),
+        }
+    }
+}
+
+/// A session ID: `YYYYMMDDTHHMMSSZ`.
+fn is_session(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+}
+
+/// The `start` parameter of a replay playlist's query, if any: a decimal number of seconds
+/// within a day either way, at most three decimals.
+pub fn start(query: Option<&str>) -> Result<Option<Start>, RequestError> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    if query.len() > MAX_QUERY_LEN {
+        return Err(RequestError::BadRequest(
+            "the query string is longer than 4096 bytes".into(),
+        ));
+    }
+    let mut found = None;
+    for pair in query.split('&') {
+        let Some(value) = pair.strip_prefix("start=") else {
+            continue;
+        };
+        let bad = || {
+            RequestError::BadRequest(format!(
+                "start must be seconds between -86400 and 86400 with at most 3 decimals, got {:?}",
+                truncate(value)
+            ))
+        };
+        if found.is_some() {
+            return Err(RequestError::BadRequest("start is given twice".into()));
+        }
+        let (negative, digits) = match value.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, value),
+        };
+        let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if whole.is_empty()
+            || whole.len() > 5
+            || frac.len() > 3
+            || !whole
+                .bytes()
+                .chain(frac.bytes())
+                .all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let whole: i64 = whole.parse().map_err(|_| bad())?;
+        let frac: i64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
+        let millis = whole * 1000 + frac;
+        if millis > 86_400_000 {
+            return Err(bad());
+        }
+        found = Some(Start(if negative { -millis } else { millis }));
+    }
+    Ok(found)
 }
 
 /// The LL-HLS delivery directives of a playlist request.
@@ -149,11 +302,59 @@ pub fn parse<'a>(path: &'a str, query: Option<&str>) -> Result<Route<'a>, Reques
     let route = match segments.as_slice() {
         ["healthz"] => Route::Health,
         ["api", "streams"] => Route::Streams,
+        ["api", "events"] => Route::Events,
+        ["api", "streams", stream] if is_name(stream) => Route::StreamItem { stream },
+        ["api", "streams", stream, "thumbnail.jpg"] if is_name(stream) => {
+            Route::Thumbnail { stream }
+        }
+        ["api", "streams", stream, "cues"] if is_name(stream) => Route::Cues { stream },
+        ["api", "streams", stream, "sessions", session]
+            if is_name(stream) && is_session(session) =>
+        {
+            Route::Session { stream, session }
+        }
         ["api", "streams", stream, "playback-url"] if is_name(stream) => {
             Route::PlaybackUrl { stream }
         }
         ["api", "streams", stream, "epoch"] if is_name(stream) => Route::Epoch { stream },
         ["live", stream, "master.m3u8"] if is_name(stream) => Route::Master { stream },
+        ["live", stream, "dvr.m3u8"] if is_name(stream) => Route::Dvr {
+            stream,
+            rendition: None,
+            start: start(query)?,
+        },
+        ["live", stream, rendition, "dvr.m3u8"] if is_name(stream) && is_name(rendition) => {
+            Route::Dvr {
+                stream,
+                rendition: Some(rendition),
+                start: start(query)?,
+            }
+        }
+        ["vod", stream, session, rest @ ..] if is_name(stream) && is_session(session) => {
+            let file = match rest {
+                ["master.m3u8"] => VodFile::Master,
+                ["thumbnail.jpg"] => VodFile::Thumbnail,
+                [rendition, file] if is_name(rendition) => {
+                    match media_route(stream, rendition, file, None)? {
+                        Route::Playlist { .. } => VodFile::Playlist(rendition),
+                        Route::Segment { msn, .. } => VodFile::Segment(rendition, msn),
+                        Route::Init { id: Some(id), .. } => VodFile::Init(rendition, id),
+                        _ => return Err(RequestError::NotFound),
+                    }
+                }
+                _ => return Err(RequestError::NotFound),
+            };
+            let start = match file {
+                VodFile::Master | VodFile::Playlist(_) => start(query)?,
+                _ => None,
+            };
+            Route::Vod {
+                stream,
+                session,
+                file,
+                start,
+            }
+        }
         ["live", stream, rendition, file] if is_name(stream) && is_name(rendition) => {
             media_route(stream, rendition, file, query)?
         }
@@ -356,6 +557,26 @@ mod tests {
             })
         );
         assert_eq!(parse("/api/streams", None), Ok(Route::Streams));
+        assert_eq!(parse("/api/events", None), Ok(Route::Events));
+        assert_eq!(
+            parse("/api/streams/demo", None),
+            Ok(Route::StreamItem { stream: "demo" })
+        );
+        assert_eq!(
+            parse("/api/streams/demo/thumbnail.jpg", None),
+            Ok(Route::Thumbnail { stream: "demo" })
+        );
+        assert_eq!(
+            parse("/api/streams/demo/cues", None),
+            Ok(Route::Cues { stream: "demo" })
+        );
+        assert_eq!(
+            parse("/api/streams/demo/sessions/20261206T070142Z", None),
+            Ok(Route::Session {
+                stream: "demo",
+                session: "20261206T070142Z"
+            })
+        );
         assert_eq!(
             parse("/api/streams/demo/epoch", None),
             Ok(Route::Epoch { stream: "demo" })
@@ -365,6 +586,79 @@ mod tests {
             Ok(Route::PlaybackUrl { stream: "demo" })
         );
         assert_eq!(parse("/healthz", None), Ok(Route::Health));
+        assert_eq!(
+            parse("/live/demo/720p/dvr.m3u8", Some("start=-120")),
+            Ok(Route::Dvr {
+                stream: "demo",
+                rendition: Some("720p"),
+                start: Some(Start(-120_000))
+            })
+        );
+        assert_eq!(
+            parse("/live/demo/dvr.m3u8", None),
+            Ok(Route::Dvr {
+                stream: "demo",
+                rendition: None,
+                start: None
+            })
+        );
+        assert_eq!(
+            parse("/vod/demo/20261206T070142Z/720p/901.m4s", None),
+            Ok(Route::Vod {
+                stream: "demo",
+                session: "20261206T070142Z",
+                file: VodFile::Segment("720p", 901),
+                start: None
+            })
+        );
+        assert_eq!(
+            parse("/vod/demo/20261206T070142Z/master.m3u8", Some("start=30.5")),
+            Ok(Route::Vod {
+                stream: "demo",
+                session: "20261206T070142Z",
+                file: VodFile::Master,
+                start: Some(Start(30_500))
+            })
+        );
+        for path in [
+            "/vod/demo/20261206T070142Z/720p/init-3.mp4",
+            "/vod/demo/20261206T070142Z/720p/index.m3u8",
+            "/vod/demo/20261206T070142Z/thumbnail.jpg",
+        ] {
+            assert!(matches!(parse(path, None), Ok(Route::Vod { .. })), "{path}");
+        }
+    }
+
+    #[test]
+    fn replay_urls_refuse_what_they_do_not_serve() {
+        for path in [
+            "/vod/demo/2026-12-06/master.m3u8",
+            "/vod/demo/20261206T070142Z/720p/1.2.m4s",
+            "/vod/demo/20261206T070142Z/720p/init.mp4",
+            "/vod/demo/20261206T070142Z/a/b/c.m4s",
+            "/vod/demo/20261206T070142Z",
+        ] {
+            assert_eq!(parse(path, None), Err(RequestError::NotFound), "{path}");
+        }
+        for query in [
+            "start=abc",
+            "start=-1e9",
+            "start=1.2345",
+            "start=99999999",
+            "start=1&start=2",
+            "start=",
+            "start=-",
+        ] {
+            assert!(
+                matches!(
+                    parse("/live/demo/dvr.m3u8", Some(query)),
+                    Err(RequestError::BadRequest(_))
+                ),
+                "{query}"
+            );
+        }
+        assert_eq!(Start(-120_000).query(), "start=-120");
+        assert_eq!(Start(30_500).query(), "start=30.5");
     }
 
     #[test]
@@ -459,6 +753,12 @@ mod tests {
                 parse(&path, None),
                 Ok(Route::Part { stream: &stream, rendition: &rendition, msn, part })
             );
+        }
+
+        #[test]
+        fn generated_start_offsets_parse_back(millis in -86_400_000i64..=86_400_000) {
+            let q = Start(millis).query();
+            prop_assert_eq!(start(Some(&q)), Ok(Some(Start(millis))));
         }
 
         #[test]

@@ -85,6 +85,13 @@ pub fn media(chunks: Vec<Bytes>, audio: bool, cache_control: &str) -> Response<B
     .expect("static headers are valid")
 }
 
+/// A JPEG image.
+pub fn image(bytes: Bytes, cache_control: &str) -> Response<Body> {
+    builder(StatusCode::OK, "image/jpeg", cache_control)
+        .body(Body::full(bytes))
+        .expect("static headers are valid")
+}
+
 /// A JSON answer.
 pub fn json(value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
@@ -107,21 +114,25 @@ pub fn add_cors(response: &mut Response<Body>, allow_origin: &HeaderValue) {
 pub fn preflight() -> Response<Body> {
     Response::builder()
         .status(StatusCode::NO_CONTENT)
-        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")
+        .header(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            "GET, HEAD, OPTIONS, POST, PATCH, DELETE",
+        )
         .header(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            "Range, Accept-Encoding",
+            "Range, Accept-Encoding, Authorization, Content-Type, Last-Event-ID",
         )
         .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
         .body(Body::empty())
         .expect("static headers are valid")
 }
 
-/// 405 for methods other than GET, HEAD and OPTIONS.
+/// 405 for a method the resource does not take (media and playlists: GET, HEAD and OPTIONS;
+/// the admin API's resources add POST, PATCH or DELETE).
 pub fn method_not_allowed() -> Response<Body> {
     let mut r = text(
         StatusCode::METHOD_NOT_ALLOWED,
-        "only GET, HEAD and OPTIONS are served",
+        "method not allowed here: media and playlists take GET, HEAD and OPTIONS",
         NO_STORE,
     );
     r.headers_mut().insert(

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::Body;
 use super::request::{self, RequestError, Route};
+use super::request::{Start, VodFile};
 use super::respond::{self, ERROR_CACHE, IMMUTABLE, MASTER_CACHE, NO_STORE};
 use crate::api;
 use crate::config::HttpConfig;
@@ -29,6 +31,10 @@ use crate::metrics::OriginMetrics;
 use crate::packager::blocking::{Verdict, part_verdict, playlist_verdict, segment_verdict};
 use crate::packager::log::MediaLog;
 use crate::packager::playlist::Form;
+use crate::replay::Replay;
+use crate::replay::catalog::Catalog;
+use crate::replay::render::replay_master;
+use crate::replay::watchers::ChatLink;
 use crate::stream::{Lifecycle, Stream, Waited};
 
 /// How long open connections get to finish when the server stops.
@@ -36,14 +42,20 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// What the request handlers share.
 pub struct HttpState {
-    streams: BTreeMap<String, Arc<Stream>>,
+    pub(super) streams: BTreeMap<String, Arc<Stream>>,
     metrics: OriginMetrics,
     blocked: Arc<Semaphore>,
     allow_origin: HeaderValue,
-    config: HttpConfig,
+    pub(super) config: HttpConfig,
     /// Cancelled when the origin hands its players over to the other origins (`on_stop:
     /// hand_over`): from then on every request is closed unanswered.
     handing_over: CancellationToken,
+    /// The archive, DVR and VOD; `None` when `archive.enabled` is off.
+    pub(super) replay: Option<Arc<Replay>>,
+    /// Titles, thumbnails, viewers, past broadcasts and lifecycle events.
+    pub(super) catalog: Arc<Catalog>,
+    /// The chat relay, for news flashes.
+    pub(super) chat: Option<ChatLink>,
 }
 
 /// Marks a response that must not be sent: the request's connection is closed instead, so
@@ -66,8 +78,15 @@ fn unanswered() -> Response<Body> {
 }
 
 impl HttpState {
-    /// State serving `streams`.
-    pub fn new(streams: Vec<Arc<Stream>>, metrics: OriginMetrics, config: HttpConfig) -> Arc<Self> {
+    /// State serving `streams`, and their replays when `replay` is given.
+    pub fn new(
+        streams: Vec<Arc<Stream>>,
+        metrics: OriginMetrics,
+        config: HttpConfig,
+        replay: Option<Arc<Replay>>,
+        catalog: Arc<Catalog>,
+        chat: Option<ChatLink>,
+    ) -> Arc<Self> {
         let allow_origin = HeaderValue::from_str(&config.cors_allow_origin)
             .unwrap_or(HeaderValue::from_static("*"));
         Arc::new(Self {
@@ -80,6 +99,9 @@ impl HttpState {
             allow_origin,
             config,
             handing_over: CancellationToken::new(),
+            replay,
+            catalog,
+            chat,
         })
     }
 
@@ -174,7 +196,18 @@ fn kind_of(route: &Result<Route<'_>, RequestError>, path: &str) -> &'static str 
         Ok(Route::Part { .. }) => "part",
         Ok(Route::Segment { .. }) => "segment",
         Ok(Route::Init { .. }) => "init",
-        Ok(Route::Streams | Route::PlaybackUrl { .. } | Route::Epoch { .. }) => "api",
+        Ok(Route::Dvr { .. }) => "dvr_playlist",
+        Ok(Route::Vod { .. }) => "vod",
+        Ok(Route::Events) => "events",
+        Ok(
+            Route::Streams
+            | Route::PlaybackUrl { .. }
+            | Route::Epoch { .. }
+            | Route::StreamItem { .. }
+            | Route::Thumbnail { .. }
+            | Route::Session { .. }
+            | Route::Cues { .. },
+        ) => "api",
         Ok(Route::Health) => "health",
         Err(_) if path.ends_with(".m3u8") => "playlist",
         Err(_) => "other",
@@ -199,22 +232,24 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
         }
         return unanswered();
     }
-    let mut response = match *req.method() {
-        Method::GET | Method::HEAD => match route {
-            Ok(route) => answer(state, route, &req).await,
-            Err(RequestError::BadRequest(reason)) => {
-                tracing::info!(%path, %reason, "bad request");
-                respond::text(StatusCode::BAD_REQUEST, &reason, NO_STORE)
-            }
-            Err(RequestError::NotFound) => {
-                respond::text(StatusCode::NOT_FOUND, "no such resource", ERROR_CACHE)
-            }
-        },
-        Method::OPTIONS => respond::preflight(),
+    let method = req.method().clone();
+    let mut response = match (&method, route) {
+        (_, Err(RequestError::BadRequest(reason))) => {
+            tracing::info!(%path, %reason, "bad request");
+            respond::text(StatusCode::BAD_REQUEST, &reason, NO_STORE)
+        }
+        (&Method::OPTIONS, _) => respond::preflight(),
+        (_, Err(RequestError::NotFound)) => {
+            respond::text(StatusCode::NOT_FOUND, "no such resource", ERROR_CACHE)
+        }
+        (&Method::GET | &Method::HEAD, Ok(route)) => answer(state, route, &req).await,
+        (&Method::POST | &Method::PATCH | &Method::DELETE, Ok(route)) => {
+            super::admin::handle(state, route, req).await
+        }
         _ => respond::method_not_allowed(),
     };
     respond::add_cors(&mut response, &state.allow_origin);
-    if req.method() == Method::HEAD {
+    if method == Method::HEAD {
         let len = http_body::Body::size_hint(response.body())
             .exact()
             .unwrap_or(0);
@@ -286,7 +321,10 @@ fn playback_url(
     )))
 }
 
-fn lookup<'a>(state: &'a HttpState, stream: &str) -> Result<&'a Arc<Stream>, Response<Body>> {
+pub(super) fn lookup<'a>(
+    state: &'a HttpState,
+    stream: &str,
+) -> Result<&'a Arc<Stream>, Response<Body>> {
     state.streams.get(stream).ok_or_else(|| {
         respond::text(
             StatusCode::NOT_FOUND,
@@ -335,9 +373,44 @@ fn lookup_rendition(stream: &Stream, rendition: &str) -> Result<usize, Response<
 async fn answer(state: &HttpState, route: Route<'_>, req: &Request<Incoming>) -> Response<Body> {
     let result = match route {
         Route::Health => Ok(health(state)),
-        Route::Streams => Ok(respond::json(&api::StreamList {
-            streams: state.streams.values().map(|s| api::describe(s)).collect(),
-        })),
+        Route::Streams => match api::catalog_query(req.uri().query()) {
+            Ok(query) => {
+                let streams: Vec<&Stream> = state.streams.values().map(|s| &**s).collect();
+                Ok(respond::json(&api::catalog(
+                    &streams,
+                    &state.catalog,
+                    state.replay.as_deref(),
+                    &query,
+                )))
+            }
+            Err(reason) => Err(respond::text(StatusCode::BAD_REQUEST, &reason, NO_STORE)),
+        },
+        Route::StreamItem { stream } => lookup(state, stream)
+            .map(|s| respond::json(&api::describe(s, &state.catalog, state.replay.as_deref()))),
+        Route::Thumbnail { stream } => lookup(state, stream).and_then(|_| {
+            state
+                .catalog
+                .thumbnail(stream)
+                .map(|(jpeg, _)| respond::image(jpeg, THUMBNAIL_CACHE))
+                .ok_or_else(|| {
+                    respond::text(
+                        StatusCode::NOT_FOUND,
+                        "no thumbnail: the stream is not on air, or none was taken yet",
+                        ERROR_CACHE,
+                    )
+                })
+        }),
+        Route::Session { stream, session } => state
+            .catalog
+            .past()
+            .into_iter()
+            .find(|p| p.stream == stream && p.session == session)
+            .map(|p| respond::json(&p))
+            .ok_or_else(|| {
+                respond::text(StatusCode::NOT_FOUND, "no such past broadcast", ERROR_CACHE)
+            }),
+        Route::Cues { stream } => lookup(state, stream).map(|s| respond::json(&s.cues())),
+        Route::Events => Ok(super::admin::events(state, req)),
         Route::PlaybackUrl { stream } => playback_url(state, stream, req),
         Route::Epoch { stream } => lookup(state, stream).and_then(|s| {
             s.epoch().map(|e| respond::json(&e)).ok_or_else(|| {
@@ -369,7 +442,18 @@ async fn answer(state: &HttpState, route: Route<'_>, req: &Request<Incoming>) ->
             stream,
             rendition,
             id,
-        } => init(state, stream, rendition, id),
+        } => init(state, stream, rendition, id).await,
+        Route::Dvr {
+            stream,
+            rendition,
+            start,
+        } => dvr(state, stream, rendition, start, req).await,
+        Route::Vod {
+            stream,
+            session,
+            file,
+            start,
+        } => vod(state, stream, session, file, start, req).await,
     };
     result.unwrap_or_else(|response| response)
 }
@@ -559,24 +643,167 @@ async fn media_object(
             });
             match chunks {
                 Some(chunks) => Ok(respond::media(chunks, r.is_audio(), IMMUTABLE)),
-                // Trimmed between the verdict and now: it is gone.
-                None => Err(respond::text(
-                    StatusCode::NOT_FOUND,
-                    "no longer available",
-                    ERROR_CACHE,
-                )),
+                // Trimmed between the verdict and now: only the archive may have it.
+                None => from_archive(state, stream, index, msn, part, "no longer available").await,
             }
         }
-        Verdict::Missing(reason) | Verdict::TooFar(reason) => {
-            Err(respond::text(StatusCode::NOT_FOUND, &reason, ERROR_CACHE))
-        }
+        Verdict::Missing(reason) => from_archive(state, stream, index, msn, part, &reason).await,
+        Verdict::TooFar(reason) => Err(respond::text(StatusCode::NOT_FOUND, &reason, ERROR_CACHE)),
         Verdict::Wait => Err(unavailable(
             "the part was not published within three target durations",
         )),
     }
 }
 
-fn init(
+/// A segment the live log no longer has (a DVR player seeking back), from the archive.
+async fn from_archive(
+    state: &HttpState,
+    stream: &Stream,
+    index: usize,
+    msn: u64,
+    part: Option<u64>,
+    reason: &str,
+) -> Result<Response<Body>, Response<Body>> {
+    let not_found = || respond::text(StatusCode::NOT_FOUND, reason, ERROR_CACHE);
+    let (Some(replay), None) = (&state.replay, part) else {
+        return Err(not_found());
+    };
+    match replay.archived_segment(stream.name(), index, msn).await {
+        Ok(Some(bytes)) => Ok(respond::media(
+            vec![bytes],
+            stream.renditions()[index].is_audio(),
+            IMMUTABLE,
+        )),
+        Ok(None) => Err(not_found()),
+        Err(e) => {
+            tracing::warn!(stream = %stream.name(), msn, error = %e, "cannot read an archived segment");
+            Err(unavailable("the archive cannot be read right now"))
+        }
+    }
+}
+
+fn replay_of(state: &HttpState) -> Result<&Arc<Replay>, Response<Body>> {
+    state.replay.as_ref().ok_or_else(|| {
+        respond::text(
+            StatusCode::NOT_FOUND,
+            "replay is off on this origin (archive.enabled)",
+            ERROR_CACHE,
+        )
+    })
+}
+
+/// Cache policy of a live stream's thumbnail: a new one comes every 10 s.
+const THUMBNAIL_CACHE: &str = "public, max-age=5";
+
+/// Cache policy of a DVR playlist: it changes once a segment.
+const DVR_CACHE: &str = "public, max-age=1";
+/// Cache policy of a finished broadcast's playlists: they never change.
+const VOD_PLAYLIST_CACHE: &str = "public, max-age=86400";
+
+async fn dvr(
+    state: &HttpState,
+    name: &str,
+    rendition: Option<&str>,
+    start: Option<Start>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, Response<Body>> {
+    let replay = replay_of(state)?;
+    let stream = lookup(state, name)?;
+    idle_check(stream)?;
+    let Some(rendition) = rendition else {
+        let deadline = tokio::time::Instant::now() + stream.params().blocking_timeout();
+        let Some(live) = stream.wait_master(deadline).await else {
+            return Err(unavailable("the stream's renditions are not ready yet"));
+        };
+        let text = replay_master(
+            &String::from_utf8_lossy(&live),
+            "dvr.m3u8",
+            start.map(Start::query).as_deref(),
+        );
+        let body = Bytes::from(text);
+        let gzipped = gzip_ok(req).then(|| crate::stream::gzip(&body));
+        return Ok(respond::playlist_bytes(&body, gzipped, MASTER_CACHE));
+    };
+    let index = lookup_rendition(stream, rendition)?;
+    match replay.dvr_playlist(name, index, start.map(Start::seconds)) {
+        Some(text) => {
+            let body = Bytes::from(text);
+            let gzipped = gzip_ok(req).then(|| crate::stream::gzip(&body));
+            Ok(respond::playlist_bytes(&body, gzipped, DVR_CACHE))
+        }
+        None => Err(respond::text(
+            StatusCode::NOT_FOUND,
+            "the stream has no broadcast recorded yet",
+            ERROR_CACHE,
+        )),
+    }
+}
+
+async fn vod(
+    state: &HttpState,
+    name: &str,
+    session: &str,
+    file: VodFile<'_>,
+    start: Option<Start>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, Response<Body>> {
+    let replay = replay_of(state)?;
+    let found = match replay.vod_object(name, session, &file.key()).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            return Err(respond::text(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no finished broadcast {session} of {name:?} has {}",
+                    file.key()
+                ),
+                ERROR_CACHE,
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(stream = %name, %session, file = %file.key(), error = %e, "cannot read from the archive");
+            return Err(unavailable("the archive cannot be read right now"));
+        }
+    };
+    let audio = |r: &str| {
+        state
+            .streams
+            .get(name)
+            .and_then(|s| s.rendition(r))
+            .is_some_and(|(_, r)| r.is_audio())
+    };
+    let playlist = |text: String| {
+        let body = Bytes::from(text);
+        let gzipped = gzip_ok(req).then(|| crate::stream::gzip(&body));
+        respond::playlist_bytes(&body, gzipped, VOD_PLAYLIST_CACHE)
+    };
+    Ok(match file {
+        VodFile::Master => {
+            let text = String::from_utf8_lossy(&found);
+            playlist(match start {
+                Some(s) => replay_master(&text, "index.m3u8", Some(&s.query())),
+                None => text.into_owned(),
+            })
+        }
+        VodFile::Playlist(_) => {
+            let mut text = String::from_utf8_lossy(&found).into_owned();
+            if let Some(s) = start {
+                let tag = format!(
+                    "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-START:TIME-OFFSET={:.3},PRECISE=YES\n",
+                    s.seconds()
+                );
+                text = text.replacen("#EXT-X-INDEPENDENT-SEGMENTS\n", &tag, 1);
+            }
+            playlist(text)
+        }
+        VodFile::Thumbnail => respond::image(found, VOD_PLAYLIST_CACHE),
+        VodFile::Segment(r, _) | VodFile::Init(r, _) => {
+            respond::media(vec![found], audio(r), IMMUTABLE)
+        }
+    })
+}
+
+async fn init(
     state: &HttpState,
     name: &str,
     rendition: &str,
@@ -593,6 +820,22 @@ fn init(
         (Some(bytes), Some(_)) => Ok(respond::media(vec![bytes], r.is_audio(), IMMUTABLE)),
         // The current init changes when the transcoder restarts: cache it briefly.
         (Some(bytes), None) => Ok(respond::media(vec![bytes], r.is_audio(), MASTER_CACHE)),
+        // A DVR player far behind: the archive has every init of the broadcast.
+        (None, Some(id)) if state.replay.is_some() => {
+            let replay = state.replay.as_ref().expect("checked");
+            match replay.archived_init(name, index, id).await {
+                Ok(Some(bytes)) => Ok(respond::media(vec![bytes], r.is_audio(), IMMUTABLE)),
+                Ok(None) => Err(respond::text(
+                    StatusCode::NOT_FOUND,
+                    "no such init segment",
+                    ERROR_CACHE,
+                )),
+                Err(e) => {
+                    tracing::warn!(stream = %name, id, error = %e, "cannot read an archived init segment");
+                    Err(unavailable("the archive cannot be read right now"))
+                }
+            }
+        }
         (None, _) => Err(respond::text(
             StatusCode::NOT_FOUND,
             "no such init segment",

@@ -43,6 +43,8 @@ pub struct SegmentEntry {
     pub complete: bool,
     /// Duration in seconds (the sum of its parts, or a gap's length).
     pub duration: f64,
+    /// The broadcast it belongs to: see [`MediaLog::session`].
+    pub session: u64,
 }
 
 impl SegmentEntry {
@@ -115,6 +117,7 @@ pub struct MediaLog {
     current_init: Option<u64>,
     pending_discontinuity: bool,
     ended: bool,
+    session: u64,
     version: u64,
     segment_duration: f64,
     playlist_segments: usize,
@@ -131,6 +134,7 @@ impl MediaLog {
             current_init: None,
             pending_discontinuity: false,
             ended: false,
+            session: 0,
             version: 0,
             segment_duration,
             playlist_segments: playlist_segments.max(1),
@@ -143,14 +147,30 @@ impl MediaLog {
         self.version
     }
 
+    /// Marks a change made outside the log (a cue added to its playlists): the version moves,
+    /// so rendered playlists are rendered again.
+    pub fn touch(&mut self) {
+        self.version += 1;
+    }
+
     /// Whether the stream ended (`EXT-X-ENDLIST`).
     pub fn ended(&self) -> bool {
         self.ended
     }
 
+    /// The current broadcast: 0 before the first run, then 1, and one more for every run that
+    /// starts after the stream ended. Segments carry it, so the archive can tell one
+    /// broadcast's segments from the next one's.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
     /// Starts a new run of the transcoder with `init`: the next segment follows a discontinuity
     /// (unless it is the first segment ever) and uses the new init segment.
     pub fn start_epoch(&mut self, init: InitEntry) {
+        if self.ended || self.session == 0 {
+            self.session += 1;
+        }
         self.pending_discontinuity = !self.segments.is_empty();
         self.current_init = Some(init.id);
         if !self.inits.iter().any(|i| i.id == init.id) {
@@ -209,6 +229,7 @@ impl MediaLog {
                 parts: Vec::new(),
                 complete: false,
                 duration: 0.0,
+                session: self.session,
             });
             self.pending_discontinuity = false;
             self.trim();
@@ -273,6 +294,12 @@ impl MediaLog {
         };
         let dsn = last.discontinuity_sequence;
         let gap_init = last.init;
+        // A hole between two broadcasts belongs to neither.
+        let session = if last.session == self.session {
+            self.session
+        } else {
+            0
+        };
         // Gaps beyond what the log keeps would be dropped at once; make only the last ones.
         let first = msn - missing.min(self.capacity as u64);
         for gap_msn in first..msn {
@@ -287,6 +314,7 @@ impl MediaLog {
                 parts: Vec::new(),
                 complete: true,
                 duration: each,
+                session,
             });
         }
         self.trim();

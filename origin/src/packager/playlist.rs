@@ -107,6 +107,7 @@ pub fn media_playlist(
     params: &LlhlsParams,
     reports: &[RenditionReport],
     form: Form,
+    dateranges: &[String],
 ) -> String {
     let listed: Vec<&SegmentEntry> = log.listed().collect();
     let td = params.target_duration();
@@ -135,6 +136,11 @@ pub fn media_playlist(
         "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
         first.map_or(0, |s| s.discontinuity_sequence)
     );
+    // Date ranges are never skipped (no CAN-SKIP-DATERANGES): every form lists them.
+    for tag in dateranges {
+        out.push_str(tag);
+        out.push('\n');
+    }
 
     // Segments: the ones whose parts are listed are the open one and the last few complete ones.
     let complete = listed.iter().filter(|s| s.complete).count();

@@ -74,7 +74,7 @@ fn reports() -> Vec<RenditionReport> {
 }
 
 fn render(log: &MediaLog, form: Form) -> String {
-    media_playlist(log, &params(), &reports(), form)
+    media_playlist(log, &params(), &reports(), form, &[])
 }
 
 /// Parses an attribute list, asserting attribute names are unique (rule 3).

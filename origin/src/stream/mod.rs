@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::packager::blocking::{BlockingLimits, Verdict};
+use crate::packager::cue::{Cue, CueKind, dateranges};
 use crate::packager::log::MediaLog;
 use crate::packager::params::LlhlsParams;
 use crate::packager::playlist::{
@@ -187,6 +188,11 @@ impl Rendition {
         self.track.read().clone()
     }
 
+    /// A receiver told of every publication on this rendition.
+    pub fn subscribe(&self) -> watch::Receiver<Publication> {
+        self.changes.subscribe()
+    }
+
     /// Whether this is the audio rendition.
     pub fn is_audio(&self) -> bool {
         matches!(self.spec.kind, RenditionKind::Audio { .. })
@@ -228,6 +234,27 @@ pub struct Stream {
     epoch: Mutex<Option<EpochInfo>>,
     /// Bumped whenever a rendition's track becomes known or changes.
     tracks: watch::Sender<u64>,
+    /// The lifecycle state, for those who follow its changes.
+    states: watch::Sender<Lifecycle>,
+    /// Ad breaks and news flashes, oldest first.
+    cues: Mutex<Vec<Cue>>,
+}
+
+/// Cues a stream keeps (its playlists list those still in their window).
+pub const MAX_CUES: usize = 1000;
+
+/// Why a cue could not be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CueError {
+    /// The stream publishes nothing now.
+    #[error("the stream is not live")]
+    NotLive,
+    /// [`MAX_CUES`] reached.
+    #[error("the stream has {MAX_CUES} cues already")]
+    Full,
+    /// It would overlap an ad break already placed.
+    #[error("an ad break is already placed until {0}")]
+    Overlap(String),
 }
 
 impl Stream {
@@ -282,6 +309,8 @@ impl Stream {
             master: Mutex::new(None),
             epoch: Mutex::new(None),
             tracks: watch::channel(0).0,
+            states: watch::channel(Lifecycle::Starting).0,
+            cues: Mutex::new(Vec::new()),
         })
     }
 
@@ -352,7 +381,18 @@ impl Stream {
 
     /// Changes the status.
     pub fn update_status(&self, f: impl FnOnce(&mut StreamStatus)) {
-        f(&mut self.status.lock());
+        let state = {
+            let mut status = self.status.lock();
+            f(&mut status);
+            status.state
+        };
+        self.states
+            .send_if_modified(|s| std::mem::replace(s, state) != state);
+    }
+
+    /// A receiver of the lifecycle state, told of every change.
+    pub fn subscribe_state(&self) -> watch::Receiver<Lifecycle> {
+        self.states.subscribe()
     }
 
     /// The multivariant playlist, once every rendition's init segment is known.
@@ -392,6 +432,80 @@ impl Stream {
         let body = Bytes::from(multivariant_playlist(&video, audio.as_ref()));
         *self.master.lock() = Some(body.clone());
         Some(body)
+    }
+
+    /// The stream's cues, oldest first.
+    pub fn cues(&self) -> Vec<Cue> {
+        self.cues.lock().clone()
+    }
+
+    /// Places a cue at the start of the segment after the next one (the same program
+    /// date-time in every rendition, far enough ahead that players see it before they play
+    /// there), and adds it to every rendition's playlists.
+    pub fn add_cue(&self, kind: CueKind, duration: f64) -> Result<Cue, CueError> {
+        if !matches!(self.state(), Lifecycle::Live | Lifecycle::Reconnecting) {
+            return Err(CueError::NotLive);
+        }
+        // The newest segment of any rendition; the boundary is dated by a video rendition,
+        // whose segments start on the grid (an audio segment starts with its first whole
+        // audio frame, a few milliseconds later).
+        let newest = self
+            .renditions
+            .iter()
+            .filter_map(|r| r.with_log(|log| log.segments().last().map(|s| s.msn)))
+            .max()
+            .ok_or(CueError::NotLive)?;
+        let dated = self
+            .renditions
+            .iter()
+            .find(|r| !r.is_audio())
+            .or(self.renditions.first())
+            .and_then(|r| {
+                r.with_log(|log| log.segments().last().map(|s| (s.msn, s.program_date_time)))
+            })
+            .ok_or(CueError::NotLive)?;
+        let at = newest + 2;
+        let ahead = (at.saturating_sub(dated.0)) as f64 * self.params.segment_duration;
+        let start = dated.1 + Duration::from_secs_f64(ahead);
+        let cue = {
+            let mut cues = self.cues.lock();
+            if cues.len() >= MAX_CUES {
+                return Err(CueError::Full);
+            }
+            let is_ad = matches!(kind, CueKind::Ad { .. });
+            if is_ad
+                && let Some(busy) = cues
+                    .iter()
+                    .filter(|c| matches!(c.kind, CueKind::Ad { .. }) && c.end() > start)
+                    .map(Cue::end)
+                    .max()
+            {
+                return Err(CueError::Overlap(
+                    crate::packager::playlist::program_date_time(busy),
+                ));
+            }
+            let event_id = cues.len() as u32 + 1;
+            let prefix = if is_ad { "ad" } else { "flash" };
+            let cue = Cue {
+                id: format!("{prefix}-{at}-{event_id}"),
+                event_id,
+                kind,
+                start,
+                duration,
+            };
+            cues.push(cue.clone());
+            cue
+        };
+        for r in &self.renditions {
+            r.publish(MediaLog::touch);
+        }
+        Ok(cue)
+    }
+
+    /// The date ranges a playlist starting at `from` (and, for a finished broadcast, ending at
+    /// `until`) lists.
+    pub fn dateranges(&self, from: Option<SystemTime>, until: Option<SystemTime>) -> Vec<String> {
+        dateranges(&self.cues.lock(), from, until)
     }
 
     /// The current run's epoch (what a standby follows), once anchored.
@@ -449,9 +563,11 @@ impl Stream {
             .collect();
         let (version, text) = {
             let log = r.log.read();
+            let from = log.listed().next().map(|s| s.program_date_time);
+            let tags = self.dateranges(from, None);
             (
                 log.version(),
-                media_playlist(&log, &self.params, &reports, form),
+                media_playlist(&log, &self.params, &reports, form, &tags),
             )
         };
         let rendered = Arc::new(RenderedPlaylist {

@@ -1,0 +1,627 @@
+//! Replay end to end: a broadcast archived as it goes (to the origin's local archive
+//! directory), seekable two minutes back through the edge's DVR playlist, and playable as a
+//! VOD through the edge once it ended, checked with ffprobe and in a browser; and an archive
+//! that cannot be written, which live viewers must not notice.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use corral_e2e::edge::{Edge, PLAYLIST, live_playlist_of, viewer_step};
+use corral_e2e::{Origin, SERIAL, ffprobe, metric_sum};
+use corral_loadtest::playlist::MediaPlaylist;
+
+/// A light ladder (one 180p rung and audio) and the `match` test source, which ends after
+/// `seconds` when given.
+fn config(seconds: Option<u32>, extra: &str) -> String {
+    let duration = seconds.map_or(String::new(), |s| format!(", duration: {s}"));
+    format!(
+        "transcoder:
+  x264_preset: ultrafast
+  ladder:
+    - {{ name: 180p, width: 320, height: 180, bitrate: 300k }}
+  audio: {{ name: audio, bitrate: 64k }}
+{extra}streams:
+  - name: demo
+    source: testsrc
+    testsrc: {{ width: 320, height: 180{duration} }}
+"
+    )
+}
+
+fn web_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
+}
+
+fn text(body: &[u8]) -> String {
+    String::from_utf8(body.to_vec()).expect("utf-8")
+}
+
+fn covered(p: &MediaPlaylist) -> f64 {
+    p.segments.iter().filter_map(|s| s.duration).sum()
+}
+
+async fn archive_metric(origin: &Origin, sample: &str) -> f64 {
+    metric_sum(&origin.metrics_text().await, sample)
+}
+
+/// Downloads `uris` (relative to `base`) through the edge into one file, for ffprobe.
+async fn fetch_into(edge: &Edge, base: &str, uris: &[&str], file: &Path) {
+    let mut bytes = Vec::new();
+    for uri in uris {
+        let r = edge.get(&format!("{base}{uri}")).await;
+        assert_eq!(r.status, 200, "GET {base}{uri}: {}", text(&r.body));
+        bytes.extend_from_slice(&r.body);
+    }
+    std::fs::write(file, bytes).expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_seeks_back_two_minutes_while_live_and_plays_as_a_vod_after_it_ends() {
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start(&config(Some(140), ""));
+    let edge = Edge::start(
+        &[&origin.http.to_string()],
+        &format!("web:\n  root: {}\n", web_root().display()),
+    );
+    live_playlist_of(&edge, "/live/demo/180p/index.m3u8").await;
+
+    // While live: the DVR playlist grows to two minutes; the live one stays short.
+    let dvr_path = "/live/demo/180p/dvr.m3u8";
+    let deadline = Instant::now() + Duration::from_secs(160);
+    let dvr = loop {
+        let r = edge.get(dvr_path).await;
+        assert_eq!(r.status, 200, "{}", text(&r.body));
+        let p = MediaPlaylist::parse(&text(&r.body)).expect("a playlist");
+        if covered(&p) >= 124.0 {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the DVR playlist covers only {} s\n{}",
+            covered(&p),
+            origin.log()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert!(!dvr.ended, "the broadcast is live");
+    assert!(dvr.segments.iter().all(|s| !s.gap), "nothing is missing");
+    let live = edge.get("/live/demo/180p/index.m3u8").await;
+    let live = MediaPlaylist::parse(&text(&live.body)).expect("live");
+    assert!(
+        covered(&live) <= 30.0,
+        "the LL playlist stays short: {} s",
+        covered(&live)
+    );
+
+    // Two minutes back: a segment the live log no longer keeps, read back from the archive.
+    let two_minutes_ago = SystemTime::now() - Duration::from_secs(120);
+    let back = dvr
+        .segments
+        .iter()
+        .find(|s| s.program_date_time.is_some_and(|t| t >= two_minutes_ago))
+        .expect("a segment two minutes back");
+    let first_live = live.segments.first().expect("listed").msn;
+    assert!(
+        back.msn + 24 < first_live,
+        "segment {} is older than the live log's memory (from {first_live})",
+        back.msn
+    );
+    let reads_before =
+        archive_metric(&origin, "corral_origin_archive_reads_total{result=\"ok\"").await;
+    let sample = origin.dir().join("two-minutes-back.mp4");
+    let map = back.map.clone().expect("EXT-X-MAP");
+    let uri = back.uri.clone().expect("a URI");
+    fetch_into(&edge, "/live/demo/180p/", &[&map, &uri], &sample).await;
+    let reads_after =
+        archive_metric(&origin, "corral_origin_archive_reads_total{result=\"ok\"").await;
+    assert!(
+        reads_after >= reads_before + 1.0,
+        "the origin read it from the archive ({reads_before} → {reads_after})"
+    );
+    let probe = ffprobe(
+        &sample,
+        &[
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames,width",
+        ],
+    );
+    let stream = &probe["streams"][0];
+    assert_eq!(stream["width"], 320, "{probe}");
+    let frames: u64 = stream["nb_read_frames"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(frames >= 55, "a whole 2 s segment decodes: {frames} frames");
+
+    // EXT-X-START opens a link two minutes behind live; the DVR master points at the DVR
+    // playlists with it.
+    let start = edge.get(&format!("{dvr_path}?start=-120")).await;
+    assert!(
+        text(&start.body).contains("#EXT-X-START:TIME-OFFSET=-120.000,PRECISE=YES\n"),
+        "{}",
+        text(&start.body)
+    );
+    let master = text(&edge.get("/live/demo/dvr.m3u8?start=-120").await.body);
+    assert!(master.contains("\n180p/dvr.m3u8?start=-120\n"), "{master}");
+    assert!(
+        master.contains("URI=\"audio/dvr.m3u8?start=-120\""),
+        "{master}"
+    );
+
+    // The end: the VOD is written once every segment is archived.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while archive_metric(
+        &origin,
+        "corral_origin_archive_sessions_total{result=\"archived\"",
+    )
+    .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no session archived\n{}",
+            origin.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        archive_metric(
+            &origin,
+            "corral_origin_archive_writes_total{result=\"failed\""
+        )
+        .await,
+        0.0
+    );
+    let sessions: Vec<String> = std::fs::read_dir(origin.dir().join("archive/demo"))
+        .expect("the stream's archive")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let session = &sessions[0];
+    let vod = format!("/vod/demo/{session}/");
+
+    // Through the edge: final playlists with long cache lifetimes, every segment there.
+    for rendition in ["180p", "audio"] {
+        let r = edge.get(&format!("{vod}{rendition}/index.m3u8")).await;
+        assert_eq!(r.status, 200, "{}", text(&r.body));
+        assert!(
+            r.cache_control
+                .as_deref()
+                .is_some_and(|c| c.contains("max-age=86400")),
+            "{:?}",
+            r.cache_control
+        );
+        let body = text(&r.body);
+        assert!(body.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{body}");
+        let p = MediaPlaylist::parse(&body).expect("a playlist");
+        assert!(p.ended, "ENDLIST");
+        assert!(p.segments.iter().all(|s| !s.gap), "no gap: {body}");
+        let total = covered(&p);
+        assert!((136.0..=144.0).contains(&total), "{rendition}: {total} s");
+    }
+    let segment = edge
+        .get(&format!("{vod}180p/{}.m4s", dvr.segments[3].msn))
+        .await;
+    assert_eq!(segment.status, 200);
+    assert!(
+        segment
+            .cache_control
+            .as_deref()
+            .is_some_and(|c| c.contains("immutable")),
+        "{:?}",
+        segment.cache_control
+    );
+
+    // ffprobe plays the VOD through the edge.
+    let url = format!("http://{}{vod}master.m3u8", edge.http);
+    let probe = ffprobe(
+        Path::new(&url),
+        &["-show_entries", "format=duration:stream=codec_type,width"],
+    );
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    assert!((134.0..=146.0).contains(&duration), "{probe}");
+    let kinds: Vec<&str> = probe["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter_map(|s| s["codec_type"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"video") && kinds.contains(&"audio"),
+        "{probe}"
+    );
+
+    // And a browser plays it, from the start and after seeking to its middle.
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/replay");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/watch.js");
+    let base = format!("http://{}", edge.http);
+    let page = format!("/watch/demo/{session}");
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .args(["replay", &base, &page])
+            .arg(&out)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("the browser");
+    assert!(
+        run.status.success(),
+        "the browser script failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("a JSON report");
+    assert_eq!(report["failures"], serde_json::json!([]), "{report:#}");
+    let seconds = report["duration"].as_f64().unwrap_or(0.0);
+    assert!((134.0..=146.0).contains(&seconds), "{report:#}");
+    assert_eq!(report["videoWidth"], 320, "{report:#}");
+}
+
+/// Makes a directory unwritable even for root (the immutable attribute), and writable again
+/// on drop.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(dir: PathBuf) -> Immutable {
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&dir)
+            .status()
+            .expect("chattr runs (e2fsprogs)");
+        assert!(ok.success(), "chattr +i {}", dir.display());
+        Immutable(dir)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_that_cannot_be_written_does_not_disturb_live_viewers() {
+    let _serial = SERIAL.lock().await;
+    let scratch = corral_e2e::Scratch::new("readonly-archive");
+    let dir = scratch.0.join("archive");
+    let _readonly = Immutable::new(dir.clone());
+    let origin = Origin::start(&config(
+        None,
+        &format!(
+            "archive:\n  path: {}\n  retry: {{ attempts: 2, initial_backoff: 0.1 }}\n",
+            dir.display()
+        ),
+    ));
+    let edge = Edge::start(&[&origin.http.to_string()], "");
+    let path = PLAYLIST.replace("360p", "180p");
+    let mut playlist = live_playlist_of(&edge, &path).await;
+
+    // A viewer follows the live edge part by part for 10 s without a failed request.
+    let until = Instant::now() + Duration::from_secs(10);
+    let first = playlist.segments.last().expect("a segment").msn;
+    while Instant::now() < until {
+        let (next, retries) = viewer_step(&edge, &path, &playlist).await;
+        assert_eq!(retries, 0, "every request answered at once");
+        playlist = next;
+    }
+    let last = playlist.segments.last().expect("a segment").msn;
+    assert!(
+        last >= first + 4,
+        "the stream advanced from {first} to {last}"
+    );
+
+    // The failures are counted and logged, and the health check is unaffected.
+    let failed = archive_metric(
+        &origin,
+        "corral_origin_archive_writes_total{result=\"failed\"",
+    )
+    .await;
+    let retried = archive_metric(
+        &origin,
+        "corral_origin_archive_writes_total{result=\"retried\"",
+    )
+    .await;
+    assert!(
+        failed >= 1.0 && retried >= 1.0,
+        "failed {failed}, retried {retried}"
+    );
+    let log = origin.log();
+    assert!(log.contains("archive write failed for good"), "{log}");
+    assert_eq!(origin.get("/healthz", &[]).await.status, 200);
+    assert!(
+        std::fs::read_dir(&dir).expect("dir").next().is_none(),
+        "nothing was written"
+    );
+    // The DVR playlist still lists what the live log keeps in memory.
+    let dvr = edge.get("/live/demo/180p/dvr.m3u8").await;
+    let dvr = MediaPlaylist::parse(&text(&dvr.body)).expect("a DVR playlist");
+    assert!(dvr.segments.len() >= 4, "{dvr:?}");
+    assert!(dvr.segments.iter().all(|s| !s.gap), "memory still has them");
+}
+
+/// Reads server-sent events from the origin's `/api/events` (a raw HTTP/1.1 stream) until
+/// `done` holds for the text so far, or `limit` passes; the text.
+async fn read_events(
+    addr: std::net::SocketAddr,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /api/events HTTP/1.1\r\nHost: origin\r\nLast-Event-ID: 0\r\n\r\n")
+        .await
+        .expect("write");
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut text = String::new();
+    let mut buf = vec![0u8; 8192];
+    while !done(&text) {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => break,
+        }
+    }
+    text
+}
+
+/// The `EXT-X-DATERANGE` line with `id` in `playlist`, if any.
+fn daterange<'a>(playlist: &'a str, id: &str) -> Option<&'a str> {
+    playlist
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-DATERANGE:") && l.contains(&format!("ID=\"{id}\"")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_breaks_and_news_flashes_reach_every_rendition_the_player_and_the_chat() {
+    let _serial = SERIAL.lock().await;
+    let chat_port = corral_e2e::free_port();
+    let chat = corral_e2e::chat::ChatRelay::start_on(chat_port, "viewers_interval: 1.0\n");
+    // `demo` is live; `ads` is an 8 s broadcast whose VOD is the ad.
+    let origin = Origin::start_with_http(
+        "  admin_token: test-admin-token\n",
+        &format!(
+            "transcoder:
+  x264_preset: ultrafast
+  ladder:
+    - {{ name: 180p, width: 320, height: 180, bitrate: 300k }}
+  audio: {{ name: audio, bitrate: 64k }}
+chat: {{ url: \"http://127.0.0.1:{chat_port}\", admin_token: dev-admin-token }}
+streams:
+  - {{ name: demo, source: testsrc, testsrc: {{ width: 320, height: 180 }} }}
+  - {{ name: ads, source: testsrc, testsrc: {{ width: 320, height: 180, duration: 8, tone_hz: 440 }} }}
+"
+        ),
+    );
+    let edge = Edge::start(
+        &[&origin.http.to_string()],
+        &format!(
+            "web:\n  root: {}\n  chat_url: http://127.0.0.1:{chat_port}\n",
+            web_root().display()
+        ),
+    );
+    live_playlist_of(&edge, "/live/demo/180p/index.m3u8").await;
+    let api = |method: &'static str, path: &str, auth: bool, body: serde_json::Value| {
+        let url = format!("http://{}{path}", origin.http);
+        async move {
+            corral_e2e::curl_json(method, &url, auth.then_some("test-admin-token"), Some(body))
+                .await
+        }
+    };
+
+    // The lifecycle of `ads`, as a notification client sees it.
+    let events = read_events(origin.http, Duration::from_secs(60), |t| {
+        t.contains("event: ARCHIVED")
+    })
+    .await;
+    let order: Vec<&str> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| d.contains("\"stream\":\"ads\""))
+        .filter_map(|d| d.split("\"type\":\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(order, ["PENDING", "LIVE", "ENDED", "ARCHIVED"], "{events}");
+    let catalog: serde_json::Value =
+        serde_json::from_slice(&origin.get("/api/streams?state=ended", &[]).await.body)
+            .expect("JSON");
+    let ad_master = catalog["sessions"][0]["master"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a past broadcast: {catalog:#}"))
+        .to_string();
+    assert_eq!(
+        catalog["streams"].as_array().map(Vec::len),
+        Some(1),
+        "ads ended: {catalog:#}"
+    );
+
+    // The operator titles the live stream; the catalog finds it, with a thumbnail and viewers.
+    let mut viewer = chat.connect("demo", None).await;
+    let meta = serde_json::json!({"name": "demo", "title": "Cup final", "description": "Live from the stadium"});
+    let (status, created) = api("POST", "/api/streams", true, meta).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, _) = api(
+        "PATCH",
+        "/api/streams/demo",
+        false,
+        serde_json::json!({"title": "x"}),
+    )
+    .await;
+    assert_eq!(status, 401, "the admin API needs the token");
+    let (status, _) = api(
+        "PATCH",
+        "/api/streams/demo",
+        true,
+        serde_json::json!({"title": "x".repeat(300)}),
+    )
+    .await;
+    assert_eq!(status, 400, "a title too long is refused");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let entry = loop {
+        let r = edge.get("/api/streams?state=live&q=CUP&sort=viewers").await;
+        let list: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        let entry = list["streams"][0].clone();
+        if entry["thumbnail"].is_string() && entry["viewers"].as_u64().is_some_and(|v| v >= 1) {
+            break entry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no thumbnail or viewers: {list:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(entry["name"], "demo");
+    assert_eq!(entry["title"], "Cup final");
+    assert_eq!(entry["phase"], "live");
+    assert!(
+        entry["started"].is_string() && entry["session"].is_string(),
+        "{entry:#}"
+    );
+    let thumb = edge.get(entry["thumbnail"].as_str().expect("url")).await;
+    assert_eq!(thumb.status, 200);
+    assert_eq!(&thumb.body[..2], &[0xFF, 0xD8], "a JPEG");
+    let none: serde_json::Value =
+        serde_json::from_slice(&edge.get("/api/streams?q=nothing-like-it").await.body)
+            .expect("JSON");
+    assert_eq!(none["streams"], serde_json::json!([]));
+
+    // A browser watches while the operator inserts an ad break (the `ads` VOD) and a flash.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/watch.js");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/cues");
+    let mut browser = std::process::Command::new("node")
+        .arg(script)
+        .args(["cues", &format!("http://{}", edge.http), "45"])
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let stdout = browser.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first = tokio::task::block_in_place(|| lines.next())
+        .expect("a line")
+        .expect("utf-8");
+    assert!(first.contains("playing"), "{first}");
+
+    let (status, ad) = api(
+        "POST",
+        "/api/streams/demo/cues",
+        true,
+        serde_json::json!({"kind": "ad", "duration": 8, "asset": ad_master}),
+    )
+    .await;
+    assert_eq!(status, 201, "{ad}");
+    let (status, flash) = api(
+        "POST",
+        "/api/streams/demo/cues",
+        true,
+        serde_json::json!({"kind": "flash", "duration": 10, "text": "Kick-off moved to 21:00"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{flash}");
+    assert_eq!(flash["chat"], true, "posted to the chat: {flash:#}");
+
+    // The chat shows the flash.
+    let announcement = viewer.expect("announcement").await;
+    assert_eq!(announcement["text"], "Kick-off moved to 21:00");
+
+    // Every rendition lists both, at the same program date-time, which is a segment's start.
+    let ad_id = ad["id"].as_str().expect("id");
+    let start = ad["start"].as_str().expect("start").to_string();
+    for rendition in ["180p", "audio"] {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let body = text(
+                &origin
+                    .get(&format!("/live/demo/{rendition}/index.m3u8"), &[])
+                    .await
+                    .body,
+            );
+            let tag =
+                daterange(&body, ad_id).unwrap_or_else(|| panic!("{rendition}: no ad\n{body}"));
+            assert!(tag.contains(&format!("START-DATE=\"{start}\"")), "{tag}");
+            assert!(
+                tag.contains("CLASS=\"com.apple.hls.interstitial\""),
+                "{tag}"
+            );
+            assert!(
+                tag.contains(&format!("X-ASSET-URI=\"{ad_master}\"")),
+                "{tag}"
+            );
+            assert!(
+                tag.contains("SCTE35-OUT=0xFC") && tag.contains("SCTE35-IN=0xFC"),
+                "{tag}"
+            );
+            let flash_tag = daterange(&body, flash["id"].as_str().expect("id"))
+                .unwrap_or_else(|| panic!("{rendition}: no flash\n{body}"));
+            assert!(
+                flash_tag.contains("X-TEXT=\"Kick-off moved to 21:00\""),
+                "{flash_tag}"
+            );
+            // A segment starts there (audio's first whole frame may be a few ms later).
+            let p = MediaPlaylist::parse(&body).expect("a playlist");
+            let at = humantime::parse_rfc3339(&start).expect("a date");
+            let starts_there = p
+                .segments
+                .iter()
+                .filter_map(|s| s.program_date_time)
+                .any(|t| {
+                    t.duration_since(at).unwrap_or_else(|e| e.duration())
+                        < Duration::from_millis(50)
+                });
+            if starts_there {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{rendition}: no segment starts at {start}\n{body}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let dvr = text(
+            &origin
+                .get(&format!("/live/demo/{rendition}/dvr.m3u8"), &[])
+                .await
+                .body,
+        );
+        assert!(
+            daterange(&dvr, ad_id).is_some(),
+            "the DVR playlist has it too\n{dvr}"
+        );
+    }
+
+    // The browser played the ad and showed the flash, then went on with the stream.
+    let rest: Vec<String> = tokio::task::block_in_place(|| lines.map_while(Result::ok).collect());
+    let _ = browser.wait();
+    let report: serde_json::Value =
+        serde_json::from_str(rest.last().expect("a report")).expect("JSON");
+    assert_eq!(report["failures"], serde_json::json!([]), "{report:#}");
+    let seen: Vec<&str> = report["ads"]
+        .as_array()
+        .expect("ads")
+        .iter()
+        .filter_map(|a| a["event"].as_str())
+        .collect();
+    for event in ["started", "asset-started", "asset-ended", "ended"] {
+        assert!(seen.contains(&event), "{event}: {report:#}");
+    }
+    assert_eq!(report["adBadgeShown"], true, "{report:#}");
+    assert_eq!(
+        report["flashShown"], "Kick-off moved to 21:00",
+        "{report:#}"
+    );
+    assert_eq!(report["playingAtEnd"], true, "{report:#}");
+    let vod_requests = corral_e2e::edge::origin_requests(&origin, "vod").await;
+    assert!(
+        vod_requests >= 3.0,
+        "the ad's playlists and segments came from the archive"
+    );
+}
