@@ -37,7 +37,13 @@ cat <<MSG
     OBS            server rtmp://127.0.0.1:1935/live, stream key studio-key
     ffmpeg/RTMP    ffmpeg -re -i input.mp4 -c copy -f flv rtmp://127.0.0.1:1935/live/studio-key
     ffmpeg/SRT     ffmpeg -re -i input.mp4 -c copy -f mpegts 'srt://127.0.0.1:9000?streamid=studio-key'
-  streams API      http://127.0.0.1:8081/api/streams
+  catalog          http://127.0.0.1:8080/api/streams   (titles, thumbnails, viewers, past broadcasts)
+  notifications    curl -N http://127.0.0.1:8080/api/events   (PENDING, LIVE, ENDED, ARCHIVED)
+  DVR              http://127.0.0.1:8080/live/demo/dvr.m3u8   (10 minutes back; ?start=-120; page: /watch/demo?dvr=1)
+  replays          http://127.0.0.1:8080/vod/studio/<session>/master.m3u8   (archived in .run/archive; listed at /)
+  admin API        Authorization: Bearer dev-admin-token at http://127.0.0.1:8081/api/streams
+                   (metadata: POST, PATCH, DELETE; cues: POST /api/streams/demo/cues
+                   {"kind":"ad","duration":10,"asset":"/vod/..."} or {"kind":"flash","duration":10,"text":"..."})
   health           http://127.0.0.1:8081/healthz
   chat room        ws://127.0.0.1:8090/v1/rooms/demo/ws?token=<JWT>   (read-only without a token)
     tokens         HS256, claims sub, name, exp, signed with the local secret dev-chat-secret

@@ -620,6 +620,32 @@ async fn signed_playback_urls_are_minted_by_the_origin_and_checked_at_the_edge()
     );
     assert_eq!(after, before, "refused requests never reach the origin");
 
+    // Finished broadcasts are signed too: a VOD URL is minted with `session=` and admitted
+    // (no such broadcast here: the origin's 404), an unsigned one is refused.
+    let vod = "/vod/demo/20261206T070142Z/master.m3u8";
+    assert_eq!(edge.get(vod).await.status, 403, "unsigned VOD");
+    let minted = origin
+        .get(
+            &format!("{mint}&session=20261206T070142Z"),
+            &[("authorization", &bearer)],
+        )
+        .await;
+    let minted: serde_json::Value = serde_json::from_slice(&minted.body).expect("json");
+    let vod_url = minted["url"].as_str().expect("a url");
+    assert!(vod_url.starts_with(&format!("{vod}?")), "{vod_url}");
+    assert_eq!(
+        edge.get(vod_url).await.status,
+        404,
+        "admitted; nothing archived"
+    );
+    let bad = origin
+        .get(
+            &format!("{mint}&session=yesterday"),
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+
     // The signed URL plays: every URI in what the edge serves carries the signature on, so a
     // player that resolves them as they are goes on being admitted.
     let master = edge.get(&url).await;

@@ -530,7 +530,10 @@ impl ProxyHttp for Edge {
         let read = request::read(req.uri.path(), req.uri.query());
         match read {
             Ok(r) => {
-                let signed = r.kind != ObjectKind::Api && req.uri.path().starts_with("/live/");
+                // Live streams and their finished broadcasts alike.
+                let path = req.uri.path();
+                let signed = r.kind != ObjectKind::Api
+                    && (path.starts_with("/live/") || path.starts_with("/vod/"));
                 if let Some(key) = &self.signing
                     && signed
                 {

@@ -40,7 +40,9 @@ pub fn hand_on(playlist: &[u8], signature: &str) -> Vec<u8> {
     out
 }
 
-/// A tag line with the signature added inside each `URI="..."` attribute.
+/// A tag line with the signature added inside each `URI="..."` attribute. Other attributes
+/// that end in `URI` (an interstitial's `X-ASSET-URI`: another stream's, signed for its own
+/// scope) are left as they are.
 fn tag_line(mut text: &[u8], signature: &str, out: &mut Vec<u8>) {
     const ATTR: &[u8] = b"URI=\"";
     while let Some(at) = find(text, ATTR) {
@@ -49,7 +51,12 @@ fn tag_line(mut text: &[u8], signature: &str, out: &mut Vec<u8>) {
             break;
         };
         out.extend_from_slice(&text[..value_start]);
-        append(&text[value_start..value_start + len], signature, out);
+        let own = at > 0 && matches!(text[at - 1], b':' | b',');
+        if own {
+            append(&text[value_start..value_start + len], signature, out);
+        } else {
+            out.extend_from_slice(&text[value_start..value_start + len]);
+        }
         text = &text[value_start + len..];
     }
     out.extend_from_slice(text);
@@ -72,6 +79,17 @@ mod tests {
     use super::*;
 
     const SIG: &str = "exp=100&sig=abcd";
+
+    #[test]
+    fn an_interstitials_asset_keeps_its_own_uri() {
+        let line = b"#EXT-X-DATERANGE:ID=\"ad-1\",CLASS=\"com.apple.hls.interstitial\",X-ASSET-URI=\"/vod/ads/20261206T070142Z/master.m3u8\",DURATION=8\n";
+        assert_eq!(hand_on(line, SIG), line.to_vec());
+        let map = b"#EXT-X-MAP:URI=\"init-5.mp4\"\n";
+        assert_eq!(
+            hand_on(map, SIG),
+            b"#EXT-X-MAP:URI=\"init-5.mp4?exp=100&sig=abcd\"\n".to_vec()
+        );
+    }
 
     #[test]
     fn every_uri_of_a_media_playlist_carries_the_signature() {

@@ -318,11 +318,12 @@ pub struct PlaybackUrl {
     pub expires: u64,
 }
 
-/// A URL of `stream`'s multivariant playlist signed with `key`, valid for `ttl` seconds from
-/// `now`.
+/// `path` (a multivariant playlist of `stream`, live or VOD) signed with `key`, valid for `ttl`
+/// seconds from `now`.
 pub fn mint(
     key: &signed_url::Key,
     stream: &str,
+    path: &str,
     ttl: u64,
     now: std::time::SystemTime,
 ) -> PlaybackUrl {
@@ -330,8 +331,7 @@ pub fn mint(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let expires = unix.saturating_add(ttl);
-    let path = format!("/live/{stream}/master.m3u8");
-    let query = key.sign(&path, expires).expect("a stream path has a scope");
+    let query = key.sign(path, expires).expect("a stream path has a scope");
     PlaybackUrl {
         stream: stream.to_string(),
         url: format!("{path}?{query}"),
@@ -343,4 +343,101 @@ pub fn mint(
 pub fn same_secret(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::packager::params::LlhlsParams;
+
+    fn stream(name: &str, state: Lifecycle) -> std::sync::Arc<Stream> {
+        let s = Stream::new(name, "testsrc", LlhlsParams::default(), 30, &[]);
+        s.update_status(|st| st.state = state);
+        s
+    }
+
+    #[test]
+    fn the_catalog_filters_by_state_and_words_and_sorts() {
+        let a = stream("alpha", Lifecycle::Live);
+        let b = stream("bravo", Lifecycle::Live);
+        let c = stream("charlie", Lifecycle::Idle);
+        let d = stream("delta", Lifecycle::Ended);
+        let cat = Catalog::new();
+        let meta = |title: &str| crate::replay::catalog::Metadata {
+            title: Some(title.into()),
+            ..Default::default()
+        };
+        cat.set_metadata("alpha", Some(meta("Zebra Cup final")));
+        cat.set_metadata("bravo", Some(meta("Cup semi-final")));
+        cat.set_metadata("charlie", Some(meta("Next week")));
+        cat.set_viewers("alpha", Some(10));
+        cat.set_viewers("bravo", Some(30));
+        let all = [&*a, &*b, &*c, &*d];
+        let names = |q: &str| -> Vec<String> {
+            let query = catalog_query(Some(q)).expect("valid");
+            catalog(&all, &cat, None, &query)
+                .streams
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        assert_eq!(names("state=live&sort=viewers"), ["bravo", "alpha"]);
+        assert_eq!(names("state=live&sort=title"), ["bravo", "alpha"]);
+        assert_eq!(names("q=CUP&sort=name"), ["alpha", "bravo"]);
+        assert_eq!(names("q=cup+final"), ["alpha"]);
+        assert_eq!(names("q=semi%2Dfinal"), ["bravo"]);
+        assert_eq!(names("state=pending"), ["charlie"], "titled, not on air");
+        assert_eq!(names("state=ended"), ["delta"]);
+        assert_eq!(names("state=idle"), Vec::<String>::new());
+        let live = catalog(
+            &all,
+            &cat,
+            None,
+            &catalog_query(Some("state=live")).expect("ok"),
+        );
+        assert_eq!(
+            live.streams[0].viewers.unwrap_or(0) + live.streams[1].viewers.unwrap_or(0),
+            40
+        );
+    }
+
+    #[test]
+    fn bad_catalog_queries_say_why() {
+        assert!(
+            catalog_query(Some("state=gone"))
+                .expect_err("state")
+                .contains("state")
+        );
+        assert!(
+            catalog_query(Some("sort=size"))
+                .expect_err("sort")
+                .contains("sort")
+        );
+        assert!(catalog_query(Some(&format!("q={}", "x".repeat(101)))).is_err());
+        assert!(
+            catalog_query(Some("q=%FF"))
+                .expect_err("utf-8")
+                .contains("UTF-8")
+        );
+        assert!(catalog_query(Some("q=a%0Ab")).is_err(), "control characters");
+        assert_eq!(
+            catalog_query(Some("other=1&q=")),
+            Ok(CatalogQuery::default())
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_query_string_gets_a_query_or_a_reason(q in ".{0,1200}") {
+            let _ = catalog_query(Some(&q));
+        }
+
+        #[test]
+        fn plain_words_are_found_whatever_their_case(word in "[A-Za-z0-9]{1,30}") {
+            let q = catalog_query(Some(&format!("q={word}"))).expect("valid");
+            prop_assert_eq!(q.q, Some(word.to_lowercase()));
+        }
+    }
 }

@@ -246,7 +246,11 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
             },
             catalog.clone(),
         );
-        replay.load().await;
+        // Past broadcasts are read in the background: a slow store must not hold up start-up.
+        tokio::spawn({
+            let replay = replay.clone();
+            async move { replay.load().await }
+        });
         let recorders = replay.start(replay_stop.clone());
         (Some(replay), recorders)
     } else {

@@ -91,8 +91,10 @@ fn check(log: &MediaLog, params: &LlhlsParams) {
     let target = part_target(params);
     let limit = units(&target);
     for form in [Form::Full, Form::Delta] {
-        let text = media_playlist(log, params, &reports, form);
+        let ranges = ["#EXT-X-DATERANGE:ID=\"ad-1\",START-DATE=\"2026-12-06T07:01:42.000Z\",DURATION=8.000".to_string()];
+        let text = media_playlist(log, params, &reports, form, &ranges);
         assert!(text.starts_with("#EXTM3U\n"), "{text}");
+        assert_eq!(text.matches("#EXT-X-DATERANGE:").count(), 1, "date ranges are never skipped:\n{text}");
         assert_eq!(
             text.contains("#EXT-X-ENDLIST\n"),
             log.ended(),

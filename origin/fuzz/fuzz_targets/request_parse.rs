@@ -1,5 +1,6 @@
 //! Fuzzes `corral_origin::http::request::{parse, directives}`, which turn the untrusted path and
-//! query of every HTTP request into a route.
+//! query of every HTTP request into a route, and `corral_origin::api::catalog_query`, which
+//! reads the catalog's query string.
 //!
 //! The input, read as lossy UTF-8, is split at its first '?' into path and query. Checked:
 //! nothing panics; a playlist route carries exactly the directives `directives` finds in the
@@ -8,7 +9,8 @@
 
 #![no_main]
 
-use corral_origin::http::request::{Directives, Route, directives, parse};
+use corral_origin::api::catalog_query;
+use corral_origin::http::request::{Directives, Route, Start, VodFile, directives, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +19,9 @@ fuzz_target!(|data: &[u8]| {
         Some((path, query)) => (path, Some(query)),
         None => (&*input, None),
     };
+    if let Ok(q) = catalog_query(query) {
+        assert!(q.q.as_ref().is_none_or(|w| w.chars().count() <= 100), "{q:?}");
+    }
     let parsed_directives = directives(query.unwrap_or(""));
     if let Ok(d) = &parsed_directives {
         assert!(
@@ -72,6 +77,39 @@ fn canonical(route: &Route<'_>) -> (String, Option<String>) {
         Route::PlaybackUrl { stream } => (format!("/api/streams/{stream}/playback-url"), None),
         Route::Epoch { stream } => (format!("/api/streams/{stream}/epoch"), None),
         Route::Health => ("/healthz".to_string(), None),
+        Route::Events => ("/api/events".to_string(), None),
+        Route::StreamItem { stream } => (format!("/api/streams/{stream}"), None),
+        Route::Thumbnail { stream } => (format!("/api/streams/{stream}/thumbnail.jpg"), None),
+        Route::Cues { stream } => (format!("/api/streams/{stream}/cues"), None),
+        Route::Session { stream, session } => {
+            (format!("/api/streams/{stream}/sessions/{session}"), None)
+        }
+        Route::Dvr {
+            stream,
+            rendition,
+            start,
+        } => {
+            let path = match rendition {
+                Some(r) => format!("/live/{stream}/{r}/dvr.m3u8"),
+                None => format!("/live/{stream}/dvr.m3u8"),
+            };
+            (path, start.map(Start::query))
+        }
+        Route::Vod {
+            stream,
+            session,
+            file,
+            start,
+        } => {
+            let path = match file {
+                VodFile::Master => format!("/vod/{stream}/{session}/master.m3u8"),
+                VodFile::Thumbnail => format!("/vod/{stream}/{session}/thumbnail.jpg"),
+                VodFile::Playlist(r) => format!("/vod/{stream}/{session}/{r}/index.m3u8"),
+                VodFile::Segment(r, msn) => format!("/vod/{stream}/{session}/{r}/{msn}.m4s"),
+                VodFile::Init(r, id) => format!("/vod/{stream}/{session}/{r}/init-{id}.mp4"),
+            };
+            (path, start.map(Start::query))
+        }
     }
 }
 

@@ -79,12 +79,11 @@ pub async fn handle(state: &HttpState, route: Route<'_>, req: Request<Incoming>)
     let result = match (method, route) {
         (Method::POST, Route::Streams) => create(state, req).await,
         (Method::PATCH, Route::StreamItem { stream }) => patch(state, stream, req).await,
-        (Method::DELETE, Route::StreamItem { stream }) => {
-            set_metadata(state, stream, None).await.map(|()| {
-                tracing::info!(%stream, "stream metadata removed");
-                no_content()
-            })
-        }
+        (Method::DELETE, Route::StreamItem { stream }) => lookup(state, stream).map(|_| {
+            set_metadata(state, stream, None);
+            tracing::info!(%stream, "stream metadata removed");
+            no_content()
+        }),
         (Method::DELETE, Route::Session { stream, session }) => {
             delete_session(state, stream, session).await
         }
@@ -100,18 +99,17 @@ fn no_content() -> Response<Body> {
     r
 }
 
-async fn set_metadata(
-    state: &HttpState,
-    stream: &str,
-    meta: Option<Metadata>,
-) -> Result<(), Response<Body>> {
+fn set_metadata(state: &HttpState, stream: &str, meta: Option<Metadata>) {
     state.catalog.set_metadata(stream, meta.clone());
-    if let Some(replay) = &state.replay
-        && !replay.save_metadata(stream, meta.as_ref()).await
-    {
-        tracing::warn!(%stream, "stream metadata not stored in the archive; it lasts until a restart");
+    // Kept in the archive in the background (a slow store does not hold the request).
+    if let Some(replay) = state.replay.clone() {
+        let stream = stream.to_string();
+        tokio::spawn(async move {
+            if !replay.save_metadata(&stream, meta.as_ref()).await {
+                tracing::warn!(%stream, "stream metadata not stored in the archive; it lasts until a restart");
+            }
+        });
     }
-    Ok(())
 }
 
 /// `POST /api/streams` `{"name", "title", "description", "scheduled"}`: announces a stream.
@@ -138,7 +136,7 @@ async fn create(
     }
     let mut meta = Metadata::default();
     patch.apply(&mut meta);
-    set_metadata(state, &name, Some(meta)).await?;
+    set_metadata(state, &name, Some(meta));
     tracing::info!(stream = %name, "stream metadata set");
     if matches!(
         stream.state(),
@@ -173,7 +171,7 @@ async fn patch(
         .map_err(|reason| error(StatusCode::BAD_REQUEST, &reason))?;
     let mut meta = state.catalog.metadata(name).unwrap_or_default();
     patch.apply(&mut meta);
-    set_metadata(state, name, Some(meta)).await?;
+    set_metadata(state, name, Some(meta));
     tracing::info!(stream = %name, "stream metadata changed");
     Ok(respond::json(&api::describe(
         &stream,

@@ -312,10 +312,30 @@ fn playback_url(
         .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("ttl=")))
         .and_then(|t| t.parse::<u64>().ok())
         .map_or(signing.ttl, |t| t.clamp(1, signing.ttl));
+    // `?session=` mints for a finished broadcast instead (the signature covers every VOD of
+    // the stream: `/vod/{stream}/`).
+    let session = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("session=")));
+    let path = match session {
+        Some(id) if request::parse(&format!("/vod/{stream}/{id}/master.m3u8"), None).is_ok() => {
+            format!("/vod/{stream}/{id}/master.m3u8")
+        }
+        Some(_) => {
+            return Err(respond::text(
+                StatusCode::BAD_REQUEST,
+                "session must be a session ID such as 20261206T070142Z",
+                NO_STORE,
+            ));
+        }
+        None => format!("/live/{stream}/master.m3u8"),
+    };
     let key = signed_url::Key::new(key.as_bytes()).expect("the config checked the key length");
     Ok(respond::json(&api::mint(
         &key,
         stream,
+        &path,
         ttl,
         SystemTime::now(),
     )))

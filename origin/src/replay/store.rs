@@ -93,6 +93,32 @@ impl ArchiveMetrics {
 /// Units of the byte budget's semaphore.
 const BUDGET_UNIT: usize = 1024;
 
+/// At most one log line per this long for each kind of write failure (a dead store fails every
+/// write); the ones left out are counted in the next line.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets one line through per [`LOG_EVERY`] and counts the others.
+#[derive(Default)]
+struct Throttle {
+    last: parking_lot::Mutex<Option<Instant>>,
+    quiet: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// `Some(lines left out since the last one)` when this one may be logged.
+    fn allow(&self) -> Option<u64> {
+        let mut last = self.last.lock();
+        let now = Instant::now();
+        if last.is_some_and(|l| now.duration_since(l) < LOG_EVERY) {
+            self.quiet
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.quiet.swap(0, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// The object store and its writers; see the module documentation.
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
@@ -105,6 +131,9 @@ pub struct Archive {
     first_backoff: Duration,
     max_backoff: Duration,
     metrics: ArchiveMetrics,
+    retry_log: Throttle,
+    failed_log: Throttle,
+    refused_log: Throttle,
 }
 
 impl Archive {
@@ -114,9 +143,17 @@ impl Archive {
     pub fn open(config: &ArchiveConfig, metrics: ArchiveMetrics) -> anyhow::Result<Arc<Archive>> {
         let (store, where_): (Arc<dyn ObjectStore>, String) = match &config.s3 {
             Some(s3) => {
+                // Our own retries (archive.retry) come on top: the client's are kept short so
+                // that a dead service fails a write in seconds, not minutes.
+                let retry = object_store::RetryConfig {
+                    max_retries: 2,
+                    retry_timeout: Duration::from_secs(10),
+                    ..object_store::RetryConfig::default()
+                };
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&s3.bucket)
-                    .with_allow_http(s3.allow_http);
+                    .with_allow_http(s3.allow_http)
+                    .with_retry(retry);
                 if let Some(endpoint) = &s3.endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
@@ -152,6 +189,9 @@ impl Archive {
             first_backoff: Duration::from_secs_f64(config.retry.initial_backoff),
             max_backoff: Duration::from_secs_f64(config.retry.max_backoff),
             metrics,
+            retry_log: Throttle::default(),
+            failed_log: Throttle::default(),
+            refused_log: Throttle::default(),
         }))
     }
 
@@ -185,7 +225,9 @@ impl Archive {
         let units = len.div_ceil(BUDGET_UNIT).clamp(1, self.budget_units);
         let Ok(permit) = self.budget.clone().try_acquire_many_owned(units as u32) else {
             self.metrics.writes.with_label_values(&["refused"]).inc();
-            tracing::error!(%key, bytes = len, archive = %self.where_, "archive write refused: too many bytes are waiting (archive.queue_bytes); the object is not archived");
+            if let Some(more) = self.refused_log.allow() {
+                tracing::error!(%key, bytes = len, archive = %self.where_, more_since_last_line = more, "archive write refused: too many bytes are waiting (archive.queue_bytes); the object is not archived");
+            }
             done(false);
             return;
         };
@@ -224,13 +266,17 @@ impl Archive {
                 }
                 Err(e) if attempt < self.attempts => {
                     self.metrics.writes.with_label_values(&["retried"]).inc();
-                    tracing::warn!(%key, attempt, retry_in_ms = backoff.as_millis() as u64, error = %e, archive = %self.where_, "archive write failed; retrying");
+                    if let Some(more) = self.retry_log.allow() {
+                        tracing::warn!(%key, attempt, retry_in_ms = backoff.as_millis() as u64, error = %e, archive = %self.where_, more_since_last_line = more, "archive write failed; retrying");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.max_backoff);
                 }
                 Err(e) => {
                     self.metrics.writes.with_label_values(&["failed"]).inc();
-                    tracing::error!(%key, attempts = attempt, error = %e, archive = %self.where_, "archive write failed for good; the object is not archived");
+                    if let Some(more) = self.failed_log.allow() {
+                        tracing::error!(%key, attempts = attempt, error = %e, archive = %self.where_, more_since_last_line = more, "archive write failed for good; the object is not archived");
+                    }
                 }
             }
         }
