@@ -26,7 +26,8 @@ cpu() {
 }
 
 metric() {
-    curl -s "http://127.0.0.1:$metrics_port/metrics" | awk -v m="$1" 'index($0, m) == 1 { print $NF; exit }'
+    # awk reads to the end: leaving early would fail curl's write (and the pipeline).
+    curl -s "http://127.0.0.1:$metrics_port/metrics" | awk -v m="$1" 'index($0, m) == 1 && !found { v = $NF; found = 1 } END { print v }'
 }
 
 echo "machine: $(nproc) cores; ${SECONDS_EACH} s broadcast per run" >&2

@@ -421,7 +421,10 @@ mod tests {
                 .expect_err("utf-8")
                 .contains("UTF-8")
         );
-        assert!(catalog_query(Some("q=a%0Ab")).is_err(), "control characters");
+        assert!(
+            catalog_query(Some("q=a%0Ab")).is_err(),
+            "control characters"
+        );
         assert_eq!(
             catalog_query(Some("other=1&q=")),
             Ok(CatalogQuery::default())

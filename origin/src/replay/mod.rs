@@ -635,13 +635,10 @@ impl Replay {
         let first_in_memory = sr.stream.renditions()[index].with_log(|log| log.first_msn());
         let inner = session.inner.lock();
         let track = &inner.tracks[index];
-        let records: Vec<Record> = track.iter().map(|(r, _)| r.clone()).collect();
-        let (listed, dsn) = render::window(&records, self.settings.dvr_window);
-        let skip = records.len() - listed.len();
-        let listed: Vec<Listed<'_>> = listed
+        let (from, dsn) = render::window(track, self.settings.dvr_window, |(r, _)| r);
+        let listed: Vec<Listed<'_>> = track[from..]
             .iter()
-            .zip(&track[skip..])
-            .map(|(record, (_, stored))| Listed {
+            .map(|(record, stored)| Listed {
                 record,
                 // Gone from memory and not archived: nothing can serve it.
                 missing: *stored == Stored::Failed

@@ -115,26 +115,29 @@ pub fn segment_playlist(kind: Kind, header: &Header, segments: &[Listed<'_>]) ->
     out
 }
 
-/// The records of the last `window` seconds (all of them for a window of 0), and how many
-/// discontinuities come before the first.
-pub fn window(records: &[Record], window: f64) -> (&[Record], u64) {
-    let mut from = records.len();
+/// Where the last `window` seconds of `items` start (all of them for a window of 0), and how
+/// many discontinuities come before that: `(index, count)`. Only the window is walked for the
+/// start; the count reads one flag per earlier item.
+pub fn window<T>(items: &[T], window: f64, record: impl Fn(&T) -> &Record) -> (usize, u64) {
+    let mut from = items.len();
     if window <= 0.0 {
         from = 0;
     } else {
         let mut total = 0.0;
         while from > 0 && total < window - 1e-6 {
             from -= 1;
-            total += records[from].duration;
+            total += record(&items[from]).duration;
         }
     }
-    let before = records[..from]
-        .iter()
-        .skip(1)
-        .filter(|r| r.discontinuity)
-        .count() as u64
-        + u64::from(from > 0 && records[from].discontinuity);
-    (&records[from..], before)
+    let before = if from == 0 {
+        0
+    } else {
+        items[1..=from]
+            .iter()
+            .filter(|i| record(i).discontinuity)
+            .count() as u64
+    };
+    (from, before)
 }
 
 /// The multivariant playlist of a replay: the live one with each variant's `index.m3u8`
@@ -168,14 +171,16 @@ mod tests {
     #[test]
     fn a_window_keeps_the_last_seconds_and_counts_discontinuities_before_it() {
         let records: Vec<Record> = (1..=10).map(|m| record(m, m == 3 || m == 8)).collect();
-        let (listed, dsn) = window(&records, 6.0);
-        assert_eq!(listed.iter().map(|r| r.msn).collect::<Vec<_>>(), [8, 9, 10]);
+        let (from, dsn) = window(&records, 6.0, |r| r);
+        let listed: Vec<u64> = records[from..].iter().map(|r| r.msn).collect();
+        assert_eq!(listed, [8, 9, 10]);
+        assert_eq!(dsn, 2, "3 and 8 come before the first listed segment");
+        assert_eq!(window(&records, 0.0, |r| r), (0, 0));
         assert_eq!(
-            dsn, 2,
-            "3 and 8 are before the first listed segment's content"
+            window(&records, 600.0, |r| r),
+            (0, 0),
+            "shorter than the window"
         );
-        let (all, dsn) = window(&records, 0.0);
-        assert_eq!((all.len(), dsn), (10, 0));
     }
 
     #[test]
