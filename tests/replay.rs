@@ -625,3 +625,69 @@ streams:
         "the ad's playlists and segments came from the archive"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_cut_short_by_an_origin_crash_is_finished_as_a_vod_by_the_next_start() {
+    let _serial = SERIAL.lock().await;
+    let mut origin = Origin::start(&config(None, "archive: { checkpoint_interval: 2 }\n"));
+    // Its playlists so far are checkpointed while it is live.
+    let stream_dir = origin.dir().join("archive/demo");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let session = loop {
+        let checkpointed = std::fs::read_dir(&stream_dir).ok().and_then(|dir| {
+            dir.filter_map(Result::ok).find_map(|e| {
+                let text = std::fs::read_to_string(e.path().join("180p/index.m3u8")).ok()?;
+                let p = MediaPlaylist::parse(&text).ok()?;
+                (covered(&p) >= 8.0).then(|| e.file_name().to_string_lossy().into_owned())
+            })
+        });
+        if let Some(id) = checkpointed {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint\n{}", origin.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // The origin dies without ending the broadcast, then starts again.
+    origin.kill();
+    assert!(!stream_dir.join(&session).join("session.json").exists());
+    origin.restart();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let past = loop {
+        let list: serde_json::Value =
+            serde_json::from_slice(&origin.get("/api/streams?state=ended", &[]).await.body)
+                .expect("JSON");
+        let found = list["sessions"]
+            .as_array()
+            .and_then(|s| s.iter().find(|p| p["session"] == session.as_str()).cloned());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recovered: {list:#}\n{}",
+            origin.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(past["state"], "recovered", "{past:#}");
+    assert!(past["duration"].as_f64().unwrap_or(0.0) >= 8.0, "{past:#}");
+    let vod = format!("/vod/demo/{session}/");
+    for rendition in ["180p", "audio"] {
+        let body = text(
+            &origin
+                .get(&format!("{vod}{rendition}/index.m3u8"), &[])
+                .await
+                .body,
+        );
+        assert!(body.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{body}");
+        assert!(body.ends_with("#EXT-X-ENDLIST\n"), "{body}");
+    }
+    let url = format!("http://{}{vod}master.m3u8", origin.http);
+    let probe = ffprobe(Path::new(&url), &["-show_entries", "format=duration"]);
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    assert!(duration >= 7.5, "{probe}");
+}

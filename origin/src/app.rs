@@ -243,6 +243,7 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
             ReplaySettings {
                 dvr_window: config.dvr.window,
                 finalize_timeout: Duration::from_secs_f64(config.archive.finalize_timeout),
+                checkpoint_every: Duration::from_secs_f64(config.archive.checkpoint_interval),
             },
             catalog.clone(),
         );

@@ -204,6 +204,9 @@ pub struct ArchiveConfig {
     /// Seconds a finished broadcast waits for its media writes before its VOD is written
     /// (what has not landed by then is listed as a gap).
     pub finalize_timeout: f64,
+    /// Seconds between checkpoints of a live broadcast's playlists, from which the next start
+    /// finishes a broadcast that a crash cut short.
+    pub checkpoint_interval: f64,
 }
 
 impl Default for ArchiveConfig {
@@ -217,6 +220,7 @@ impl Default for ArchiveConfig {
             concurrency: 8,
             retry: RetryConfig::default(),
             finalize_timeout: 120.0,
+            checkpoint_interval: 30.0,
         }
     }
 }
@@ -593,6 +597,13 @@ impl Validate for OriginConfig {
             "archive.finalize_timeout",
             a.finalize_timeout,
             1.0,
+            3600.0,
+            "seconds",
+        )?;
+        check_range(
+            "archive.checkpoint_interval",
+            a.checkpoint_interval,
+            2.0,
             3600.0,
             "seconds",
         )?;

@@ -33,7 +33,8 @@ pub struct ArchiveMetrics {
     /// Reads of archived objects by result (`ok`, `missing`, `error`).
     pub reads: IntCounterVec,
     /// Sessions finished, by result: `archived` (a complete VOD), `incomplete` (the VOD has
-    /// gaps where writes failed), `failed` (its playlists could not be written).
+    /// gaps where writes failed), `failed` (its playlists could not be written), `recovered`
+    /// (left unfinished by a crash, finished by the next start from its last checkpoint).
     pub sessions: IntCounterVec,
 }
 
@@ -77,7 +78,7 @@ impl ArchiveMetrics {
         for result in ["ok", "retried", "failed", "refused"] {
             m.writes.with_label_values(&[result]);
         }
-        for result in ["archived", "incomplete", "failed"] {
+        for result in ["archived", "incomplete", "failed", "recovered"] {
             m.sessions.with_label_values(&[result]);
         }
         registry.register(Box::new(m.writes.clone()))?;
