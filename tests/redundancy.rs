@@ -133,3 +133,59 @@ async fn a_standby_fed_the_same_publish_serves_the_same_playlists_and_takes_over
         "the stream went on: {msns:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cue_placed_on_the_primary_is_in_the_standbys_playlists_too() {
+    let _serial = SERIAL.lock().await;
+    let (rtmp_primary, rtmp_standby) = (free_port(), free_port());
+    let primary = Origin::start_with_http(
+        "  admin_token: test-admin-token\n",
+        &published_origin_config(rtmp_primary, None),
+    );
+    let standby = Origin::start(&published_origin_config(rtmp_standby, Some(primary.http)));
+    let _publisher = Publisher::start_to_each(
+        &[
+            &format!("rtmp://127.0.0.1:{rtmp_primary}/live/studio-key"),
+            &format!("rtmp://127.0.0.1:{rtmp_standby}/live/studio-key"),
+        ],
+        None,
+    );
+    primary.playlist_with(PLAYLIST, 2).await;
+    standby.playlist_with(PLAYLIST, 2).await;
+
+    let (status, cue) = corral_e2e::curl_json(
+        "POST",
+        &format!("http://{}/api/streams/studio/cues", primary.http),
+        Some("test-admin-token"),
+        Some(serde_json::json!({
+            "kind": "ad", "duration": 6, "asset": "/vod/ads/20261206T070142Z/master.m3u8"
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{cue}");
+    let tag = cue["daterange"]
+        .as_str()
+        .expect("the date range")
+        .to_string();
+
+    // Within a couple of seconds the standby lists the very same tag in each rendition, so a
+    // player an edge moves there keeps its ad break.
+    for rendition in ["180p", "audio"] {
+        let path = format!("/live/studio/{rendition}/index.m3u8");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let body =
+                String::from_utf8(standby.get(&path, &[]).await.body.to_vec()).expect("utf-8");
+            if body.lines().any(|l| l == tag) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{rendition}: the standby never listed {tag}\n{body}\n{}",
+                standby.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    assert!(standby.log().contains("cues copied from the primary"));
+}

@@ -430,6 +430,14 @@ streams:
         .filter_map(|d| d.split("\"type\":\"").nth(1)?.split('"').next())
         .collect();
     assert_eq!(order, ["PENDING", "LIVE", "ENDED", "ARCHIVED"], "{events}");
+    let ended = events
+        .lines()
+        .find(|l| l.contains("\"type\":\"ENDED\"") && l.contains("\"stream\":\"ads\""))
+        .expect("ENDED");
+    assert!(
+        ended.contains("\"session\":\""),
+        "ENDED names the session: {ended}"
+    );
     let catalog: serde_json::Value =
         serde_json::from_slice(&origin.get("/api/streams?state=ended", &[]).await.body)
             .expect("JSON");

@@ -226,6 +226,19 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
         }
         streams.push(stream);
     }
+    // A standby copies its primary's cues onto its published streams.
+    if let Some(primary) = &config.redundancy.follow {
+        let published: Vec<_> = streams
+            .iter()
+            .filter(|s| s.source() == SourceKind::Publish.to_string())
+            .cloned()
+            .collect();
+        tokio::spawn(crate::redundancy::follow_cues(
+            primary.clone(),
+            published,
+            stop.clone(),
+        ));
+    }
     let mut ingest_tasks = Vec::new();
     if any_published {
         ingest_tasks.extend(start_ingest(&config, hub.clone()).await?);

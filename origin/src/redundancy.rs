@@ -14,6 +14,10 @@
 //! when the primary's anchor is within `redundancy.tolerance` of its own (the same publish,
 //! seen from two places). Otherwise (the primary is down, or on another publish) it anchors
 //! itself, as a lone origin does.
+//!
+//! The operator's cues (ad breaks, news flashes) are placed on the primary; a standby copies
+//! them from `GET /api/streams/{name}/cues` every [`CUE_POLL`], so its playlists carry the same
+//! date ranges and a player moved to it keeps its ad breaks.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +27,12 @@ use serde::{Deserialize, Serialize};
 
 /// The largest epoch answer read from a peer.
 const MAX_ANSWER: usize = 4096;
+
+/// The largest cue list read from a peer.
+const MAX_CUES_ANSWER: usize = 4 << 20;
+
+/// How often a standby copies its primary's cues.
+pub const CUE_POLL: Duration = Duration::from_secs(1);
 
 /// How often the standby asks for the primary's epoch while it waits.
 const POLL: Duration = Duration::from_millis(100);
@@ -111,6 +121,23 @@ pub fn adopt(
 /// Asks `peer` (HOST:PORT) for the epoch of `stream`, within `timeout`; `None` when it has
 /// none, cannot be reached or answers nonsense.
 pub async fn fetch_epoch(peer: &str, stream: &str, timeout: Duration) -> Option<EpochInfo> {
+    fetch_json(
+        peer,
+        &format!("/api/streams/{stream}/epoch"),
+        MAX_ANSWER,
+        timeout,
+    )
+    .await
+}
+
+/// GETs `path` from `peer` (HOST:PORT) and reads its JSON answer (at most `limit` bytes)
+/// within `timeout`; `None` when it cannot.
+async fn fetch_json<T: for<'de> Deserialize<'de>>(
+    peer: &str,
+    path: &str,
+    limit: usize,
+    timeout: Duration,
+) -> Option<T> {
     let ask = async {
         let tcp = tokio::net::TcpStream::connect(peer).await.ok()?;
         let (mut send, conn) =
@@ -118,7 +145,7 @@ pub async fn fetch_epoch(peer: &str, stream: &str, timeout: Duration) -> Option<
                 .await
                 .ok()?;
         tokio::spawn(conn);
-        let req = http::Request::get(format!("/api/streams/{stream}/epoch"))
+        let req = http::Request::get(path)
             .header(http::header::HOST, peer)
             .header(http::header::USER_AGENT, "corral-origin")
             .body(Empty::<Bytes>::new())
@@ -127,7 +154,7 @@ pub async fn fetch_epoch(peer: &str, stream: &str, timeout: Duration) -> Option<
         if resp.status() != http::StatusCode::OK {
             return None;
         }
-        let body = Limited::new(resp.into_body(), MAX_ANSWER)
+        let body = Limited::new(resp.into_body(), limit)
             .collect()
             .await
             .ok()?
@@ -135,6 +162,39 @@ pub async fn fetch_epoch(peer: &str, stream: &str, timeout: Duration) -> Option<
         serde_json::from_slice(&body).ok()
     };
     tokio::time::timeout(timeout, ask).await.ok().flatten()
+}
+
+/// Copies the cues of `streams` from the primary `peer` every [`CUE_POLL`] until `stop`.
+pub async fn follow_cues(
+    peer: String,
+    streams: Vec<std::sync::Arc<crate::stream::Stream>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(CUE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        for stream in &streams {
+            let path = format!("/api/streams/{}/cues", stream.name());
+            let Some(cues) = fetch_json::<Vec<crate::packager::cue::Cue>>(
+                &peer,
+                &path,
+                MAX_CUES_ANSWER,
+                CUE_POLL,
+            )
+            .await
+            else {
+                continue;
+            };
+            let added = stream.adopt_cues(cues);
+            if added > 0 {
+                tracing::info!(stream = %stream.name(), %peer, added, "cues copied from the primary");
+            }
+        }
+    }
 }
 
 /// Polls `peer` for a publish's epoch of `stream` for up to `wait`; the first one seen, or

@@ -10,12 +10,12 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::playlist::program_date_time;
 
 /// What a cue does.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum CueKind {
     /// An ad break: players play `asset` (a VOD playlist) for the break.
@@ -32,8 +32,9 @@ pub enum CueKind {
     },
 }
 
-/// One cue of a stream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One cue of a stream (as `GET /api/streams/{name}/cues` lists it, and a standby reads it
+/// back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cue {
     /// `ID` of the date range, unique in the stream.
     pub id: String,
@@ -43,7 +44,7 @@ pub struct Cue {
     #[serde(flatten)]
     pub kind: CueKind,
     /// `START-DATE`: a segment boundary's program date-time, the same in every rendition.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
     pub start: SystemTime,
     /// Seconds.
     pub duration: f64,
@@ -51,6 +52,11 @@ pub struct Cue {
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&program_date_time(*t))
+}
+
+fn from_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
 }
 
 /// Makes `text` fit an HLS quoted string: no `"`, no line breaks.

@@ -98,6 +98,7 @@ pub fn start(
         tasks.push(tokio::spawn(lifecycle(
             catalog.clone(),
             stream.clone(),
+            replay.clone(),
             stop.clone(),
         )));
     }
@@ -114,8 +115,14 @@ pub fn start(
     tasks
 }
 
-/// Turns a stream's state changes into PENDING, LIVE and ENDED, once per broadcast.
-async fn lifecycle(catalog: Arc<Catalog>, stream: Arc<Stream>, stop: CancellationToken) {
+/// Turns a stream's state changes into PENDING, LIVE and ENDED, once per broadcast. ENDED
+/// names the session (LIVE comes before its first segment, so before it has an ID).
+async fn lifecycle(
+    catalog: Arc<Catalog>,
+    stream: Arc<Stream>,
+    replay: Option<Arc<Replay>>,
+    stop: CancellationToken,
+) {
     let mut states = stream.subscribe_state();
     let live_url = format!("/live/{}/master.m3u8", stream.name());
     let mut announced = (false, false);
@@ -135,7 +142,17 @@ async fn lifecycle(catalog: Arc<Catalog>, stream: Arc<Stream>, stop: Cancellatio
                 announced = (true, true);
             }
             Lifecycle::Ended if announced.1 => {
-                catalog.emit(EventKind::Ended, stream.name(), None, live_url.clone());
+                let session = replay
+                    .as_ref()
+                    .and_then(|r| r.stream(stream.name()))
+                    .and_then(|r| r.current())
+                    .map(|s| s.id.clone());
+                catalog.emit(
+                    EventKind::Ended,
+                    stream.name(),
+                    session.as_deref(),
+                    live_url.clone(),
+                );
                 announced = (false, false);
             }
             Lifecycle::Ended | Lifecycle::Idle => announced = (false, false),

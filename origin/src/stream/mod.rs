@@ -502,6 +502,31 @@ impl Stream {
         Ok(cue)
     }
 
+    /// Adds the cues of `cues` this stream does not have yet (by ID), as placed by another
+    /// origin (a standby's primary); how many were added.
+    pub fn adopt_cues(&self, cues: Vec<Cue>) -> usize {
+        let added = {
+            let mut mine = self.cues.lock();
+            let before = mine.len();
+            for cue in cues {
+                if mine.len() >= MAX_CUES {
+                    break;
+                }
+                if !mine.iter().any(|c| c.id == cue.id) {
+                    mine.push(cue);
+                }
+            }
+            mine.sort_by_key(|c| c.start);
+            mine.len() - before
+        };
+        if added > 0 {
+            for r in &self.renditions {
+                r.publish(MediaLog::touch);
+            }
+        }
+        added
+    }
+
     /// The date ranges a playlist starting at `from` (and, for a finished broadcast, ending at
     /// `until`) lists.
     pub fn dateranges(&self, from: Option<SystemTime>, until: Option<SystemTime>) -> Vec<String> {
