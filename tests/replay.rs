@@ -264,28 +264,52 @@ async fn a_broadcast_seeks_back_two_minutes_while_live_and_plays_as_a_vod_after_
     assert_eq!(report["videoWidth"], 320, "{report:#}");
 }
 
-/// Makes a directory unwritable even for root (the immutable attribute), and writable again
-/// on drop.
-struct Immutable(PathBuf);
+/// Makes a directory unwritable even for root, and writable again on drop: the immutable
+/// attribute where the file system has it (ext4, xfs, btrfs), else a read-only bind mount of
+/// the directory onto itself.
+struct ReadOnly {
+    dir: PathBuf,
+    mounted: bool,
+}
 
-impl Immutable {
-    fn new(dir: PathBuf) -> Immutable {
+impl ReadOnly {
+    fn new(dir: PathBuf) -> ReadOnly {
         std::fs::create_dir_all(&dir).expect("dir");
-        let ok = std::process::Command::new("chattr")
-            .arg("+i")
-            .arg(&dir)
-            .status()
-            .expect("chattr runs (e2fsprogs)");
-        assert!(ok.success(), "chattr +i {}", dir.display());
-        Immutable(dir)
+        let run = |program: &str, args: &[&str]| {
+            std::process::Command::new(program)
+                .args(args)
+                .arg(&dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if run("chattr", &["+i"]) {
+            return ReadOnly {
+                dir,
+                mounted: false,
+            };
+        }
+        let d = dir.to_string_lossy().into_owned();
+        let bound = run("mount", &["--bind", &d]);
+        assert!(
+            bound && run("mount", &["-o", "remount,bind,ro"]),
+            "cannot make {} read-only (chattr +i, or a read-only bind mount as root)",
+            dir.display()
+        );
+        ReadOnly { dir, mounted: true }
     }
 }
 
-impl Drop for Immutable {
+impl Drop for ReadOnly {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr")
-            .arg("-i")
-            .arg(&self.0)
+        let (program, args): (&str, &[&str]) = if self.mounted {
+            ("umount", &[])
+        } else {
+            ("chattr", &["-i"])
+        };
+        let _ = std::process::Command::new(program)
+            .args(args)
+            .arg(&self.dir)
             .status();
     }
 }
@@ -295,7 +319,7 @@ async fn an_archive_that_cannot_be_written_does_not_disturb_live_viewers() {
     let _serial = SERIAL.lock().await;
     let scratch = corral_e2e::Scratch::new("readonly-archive");
     let dir = scratch.0.join("archive");
-    let _readonly = Immutable::new(dir.clone());
+    let _readonly = ReadOnly::new(dir.clone());
     let origin = Origin::start(&config(
         None,
         &format!(
