@@ -9,15 +9,10 @@ use std::path::{Path, PathBuf};
 
 use corral_e2e::chat::ChatRelay;
 use corral_e2e::edge::{Edge, live_playlist, origin_config};
-use corral_e2e::{Origin, SERIAL};
+use corral_e2e::{Origin, SERIAL, web_root};
 use serde_json::Value;
 
 const ADMIN: &str = "dev-admin-token";
-
-/// The page's directory (its hls.js is installed by `make test`'s set-up).
-fn web_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
-}
 
 fn artifacts(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -42,6 +42,11 @@ ingest:
     )
 }
 
+/// The watch page's directory (its hls.js is installed by `make test`'s set-up).
+pub fn web_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web")
+}
+
 /// The path of a workspace binary built by `cargo build --workspace --bins`.
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -1,9 +1,10 @@
 //! HTTP serving: strict request parsing ([`request`]), responses with the cache policy
-//! ([`respond`]), in-memory bodies ([`body`]), the server itself ([`server`]) and the admin
-//! API and event stream ([`admin`]).
+//! ([`respond`]), in-memory bodies ([`body`]), the server itself ([`server`]), the replay
+//! routes ([`replay`]) and the admin API and event stream ([`admin`]).
 
 pub mod admin;
 pub mod body;
 pub mod request;
+pub mod replay;
 pub mod respond;
 pub mod server;

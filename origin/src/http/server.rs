@@ -377,7 +377,7 @@ fn health(state: &HttpState) -> Response<Body> {
     }
 }
 
-fn lookup_rendition(stream: &Stream, rendition: &str) -> Result<usize, Response<Body>> {
+pub(super) fn lookup_rendition(stream: &Stream, rendition: &str) -> Result<usize, Response<Body>> {
     stream.rendition(rendition).map(|(i, _)| i).ok_or_else(|| {
         respond::text(
             StatusCode::NOT_FOUND,
@@ -467,18 +467,18 @@ async fn answer(state: &HttpState, route: Route<'_>, req: &Request<Incoming>) ->
             stream,
             rendition,
             start,
-        } => dvr(state, stream, rendition, start, req).await,
+        } => super::replay::dvr(state, stream, rendition, start, req).await,
         Route::Vod {
             stream,
             session,
             file,
             start,
-        } => vod(state, stream, session, file, start, req).await,
+        } => super::replay::vod(state, stream, session, file, start, req).await,
     };
     result.unwrap_or_else(|response| response)
 }
 
-fn gzip_ok(req: &Request<Incoming>) -> bool {
+pub(super) fn gzip_ok(req: &Request<Incoming>) -> bool {
     respond::accepts_gzip(req.headers().get(header::ACCEPT_ENCODING))
 }
 
@@ -500,7 +500,7 @@ async fn master(
 }
 
 /// A stream that has never had a publisher has no playlists to wait for: 404 at once.
-fn idle_check(stream: &Stream) -> Result<(), Response<Body>> {
+pub(super) fn idle_check(stream: &Stream) -> Result<(), Response<Body>> {
     let never_published = stream.state() == Lifecycle::Idle
         && stream
             .renditions()
@@ -516,7 +516,7 @@ fn idle_check(stream: &Stream) -> Result<(), Response<Body>> {
     Ok(())
 }
 
-fn unavailable(reason: &str) -> Response<Body> {
+pub(super) fn unavailable(reason: &str) -> Response<Body> {
     let mut r = respond::text(StatusCode::SERVICE_UNAVAILABLE, reason, ERROR_CACHE);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -664,10 +664,15 @@ async fn media_object(
             match chunks {
                 Some(chunks) => Ok(respond::media(chunks, r.is_audio(), IMMUTABLE)),
                 // Trimmed between the verdict and now: only the archive may have it.
-                None => from_archive(state, stream, index, msn, part, "no longer available").await,
+                None => {
+                    super::replay::from_archive(state, stream, index, msn, part, "no longer available")
+                        .await
+                }
             }
         }
-        Verdict::Missing(reason) => from_archive(state, stream, index, msn, part, &reason).await,
+        Verdict::Missing(reason) => {
+            super::replay::from_archive(state, stream, index, msn, part, &reason).await
+        }
         Verdict::TooFar(reason) => Err(respond::text(StatusCode::NOT_FOUND, &reason, ERROR_CACHE)),
         Verdict::Wait => Err(unavailable(
             "the part was not published within three target durations",
@@ -675,153 +680,8 @@ async fn media_object(
     }
 }
 
-/// A segment the live log no longer has (a DVR player seeking back), from the archive.
-async fn from_archive(
-    state: &HttpState,
-    stream: &Stream,
-    index: usize,
-    msn: u64,
-    part: Option<u64>,
-    reason: &str,
-) -> Result<Response<Body>, Response<Body>> {
-    let not_found = || respond::text(StatusCode::NOT_FOUND, reason, ERROR_CACHE);
-    let (Some(replay), None) = (&state.replay, part) else {
-        return Err(not_found());
-    };
-    match replay.archived_segment(stream.name(), index, msn).await {
-        Ok(Some(bytes)) => Ok(respond::media(
-            vec![bytes],
-            stream.renditions()[index].is_audio(),
-            IMMUTABLE,
-        )),
-        Ok(None) => Err(not_found()),
-        Err(e) => {
-            tracing::warn!(stream = %stream.name(), msn, error = %e, "cannot read an archived segment");
-            Err(unavailable("the archive cannot be read right now"))
-        }
-    }
-}
-
-fn replay_of(state: &HttpState) -> Result<&Arc<Replay>, Response<Body>> {
-    state.replay.as_ref().ok_or_else(|| {
-        respond::text(
-            StatusCode::NOT_FOUND,
-            "replay is off on this origin (archive.enabled)",
-            ERROR_CACHE,
-        )
-    })
-}
-
 /// Cache policy of a live stream's thumbnail: a new one comes every 10 s.
 const THUMBNAIL_CACHE: &str = "public, max-age=5";
-
-/// Cache policy of a DVR playlist: it changes once a segment.
-const DVR_CACHE: &str = "public, max-age=1";
-/// Cache policy of a finished broadcast's playlists: they never change.
-const VOD_PLAYLIST_CACHE: &str = "public, max-age=86400";
-
-async fn dvr(
-    state: &HttpState,
-    name: &str,
-    rendition: Option<&str>,
-    start: Option<Start>,
-    req: &Request<Incoming>,
-) -> Result<Response<Body>, Response<Body>> {
-    let replay = replay_of(state)?;
-    let stream = lookup(state, name)?;
-    idle_check(stream)?;
-    let Some(rendition) = rendition else {
-        let deadline = tokio::time::Instant::now() + stream.params().blocking_timeout();
-        let Some(live) = stream.wait_master(deadline).await else {
-            return Err(unavailable("the stream's renditions are not ready yet"));
-        };
-        let text = replay_master(
-            &String::from_utf8_lossy(&live),
-            "dvr.m3u8",
-            start.map(Start::query).as_deref(),
-        );
-        let body = Bytes::from(text);
-        let gzipped = gzip_ok(req).then(|| crate::stream::gzip(&body));
-        return Ok(respond::playlist_bytes(&body, gzipped, MASTER_CACHE));
-    };
-    let index = lookup_rendition(stream, rendition)?;
-    match replay.dvr_playlist(name, index, start.map(Start::seconds)) {
-        Some(text) => {
-            let body = Bytes::from(text);
-            let gzipped = gzip_ok(req).then(|| crate::stream::gzip(&body));
-            Ok(respond::playlist_bytes(&body, gzipped, DVR_CACHE))
-        }
-        None => Err(respond::text(
-            StatusCode::NOT_FOUND,
-            "the stream has no broadcast recorded yet",
-            ERROR_CACHE,
-        )),
-    }
-}
-
-async fn vod(
-    state: &HttpState,
-    name: &str,
-    session: &str,
-    file: VodFile<'_>,
-    start: Option<Start>,
-    req: &Request<Incoming>,
-) -> Result<Response<Body>, Response<Body>> {
-    let replay = replay_of(state)?;
-    let found = match replay.vod_object(name, session, &file.key()).await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => {
-            return Err(respond::text(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "no finished broadcast {session} of {name:?} has {}",
-                    file.key()
-                ),
-                ERROR_CACHE,
-            ));
-        }
-        Err(e) => {
-            tracing::warn!(stream = %name, %session, file = %file.key(), error = %e, "cannot read from the archive");
-            return Err(unavailable("the archive cannot be read right now"));
-        }
-    };
-    let audio = |r: &str| {
-        state
-            .streams
-            .get(name)
-            .and_then(|s| s.rendition(r))
-            .is_some_and(|(_, r)| r.is_audio())
-    };
-    let playlist = |text: String| {
-        let body = Bytes::from(text);
-        let gzipped = gzip_ok(req).then(|| crate::stream::gzip(&body));
-        respond::playlist_bytes(&body, gzipped, VOD_PLAYLIST_CACHE)
-    };
-    Ok(match file {
-        VodFile::Master => {
-            let text = String::from_utf8_lossy(&found);
-            playlist(match start {
-                Some(s) => replay_master(&text, "index.m3u8", Some(&s.query())),
-                None => text.into_owned(),
-            })
-        }
-        VodFile::Playlist(_) => {
-            let mut text = String::from_utf8_lossy(&found).into_owned();
-            if let Some(s) = start {
-                let tag = format!(
-                    "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-START:TIME-OFFSET={:.3},PRECISE=YES\n",
-                    s.seconds()
-                );
-                text = text.replacen("#EXT-X-INDEPENDENT-SEGMENTS\n", &tag, 1);
-            }
-            playlist(text)
-        }
-        VodFile::Thumbnail => respond::image(found, VOD_PLAYLIST_CACHE),
-        VodFile::Segment(r, _) | VodFile::Init(r, _) => {
-            respond::media(vec![found], audio(r), IMMUTABLE)
-        }
-    })
-}
 
 async fn init(
     state: &HttpState,

@@ -168,16 +168,16 @@ fn a_session_id_reads_back_as_its_start() {
 #[test]
 fn a_checkpoint_becomes_the_vod_it_would_have_been() {
     let checkpoint = "#EXTM3U\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-PROGRAM-DATE-TIME:2026-12-06T07:01:42.000Z\n#EXTINF:2.0,\n1.m4s\n#EXT-X-PROGRAM-DATE-TIME:2026-12-06T07:01:44.000Z\n#EXTINF:1.5,\n2.m4s\n";
-    let vod = super::finish_checkpoint(checkpoint);
+    let vod = super::vod::finish_checkpoint(checkpoint);
     assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && !vod.contains("EVENT"));
     assert!(vod.ends_with("2.m4s\n#EXT-X-ENDLIST\n"));
     assert_eq!(
-        super::finish_checkpoint(&vod),
+        super::vod::finish_checkpoint(&vod),
         vod,
         "finishing twice changes nothing"
     );
-    assert!((super::playlist_duration(&vod) - 3.5).abs() < 1e-9);
-    let end = super::playlist_end(&vod).expect("dated");
+    assert!((super::vod::playlist_duration(&vod) - 3.5).abs() < 1e-9);
+    let end = super::vod::playlist_end(&vod).expect("dated");
     assert_eq!(
         humantime::format_rfc3339_millis(end).to_string(),
         "2026-12-06T07:01:45.500Z"
