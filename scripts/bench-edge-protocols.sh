@@ -23,6 +23,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     -addext "basicConstraints=critical,CA:FALSE" \
     -keyout "$out/edge.key" -out "$out/edge.crt" 2>/dev/null
 cat >"$out/origin.yaml" <<YAML
+# The archive (every broadcast, for DVR and VOD) stays in this run's scratch directory.
+archive: { path: $out/archive }
 http: { listen: $ORIGIN }
 metrics: { listen: 127.0.0.1:19101 }
 transcoder:

@@ -26,6 +26,8 @@ cleanup() {
 trap cleanup EXIT
 
 cat >"$out/origin.yaml" <<YAML
+# The archive (every broadcast, for DVR and VOD) stays in this run's scratch directory.
+archive: { path: $out/archive }
 log_level: info
 transcoder:
   ladder:

@@ -47,6 +47,8 @@ s = [socket.socket() for _ in range(4)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*[x.getsockname()[1] for x in s])')"
 cat >"$out/origin.yaml" <<YAML
+# The archive (every broadcast, for DVR and VOD) stays in this run's scratch directory.
+archive: { path: $out/archive }
 log_level: warn
 http: { listen: 127.0.0.1:$origin_port }
 metrics: { listen: 127.0.0.1:$origin_metrics }

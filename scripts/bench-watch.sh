@@ -29,6 +29,7 @@ read -r o_http o_metrics rtmp srt e_http e_tls e_metrics c_http c_metrics <<<"$(
     echo "http: { listen: 127.0.0.1:$o_http }"
     echo "metrics: { listen: 127.0.0.1:$o_metrics }"
     echo "ingest: { rtmp: { listen: 127.0.0.1:$rtmp }, srt: { listen: 127.0.0.1:$srt } }"
+    echo "archive: { path: $out/archive }"
     # The ladder of make run, from its own config.
     sed -n '/^transcoder:/,/^[a-z]/p' conf/local.yaml | sed '$d'
     echo "streams: [ { name: demo, source: testsrc } ]"

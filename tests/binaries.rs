@@ -33,6 +33,8 @@ fn origin_with(config: &str) -> (i32, String) {
     let mut child = Command::new(binary("origin"))
         .arg("--config")
         .arg(&path)
+        // An origin that does start archives under its working directory.
+        .current_dir(&scratch.0)
         .stdout(std::process::Stdio::null())
         .stderr(err_file)
         .spawn()

@@ -298,4 +298,3 @@ streams:
         "the ad's playlists and segments came from the archive"
     );
 }
-

@@ -80,6 +80,8 @@ trap 'exit 130' INT TERM
 
 # -- the origin: the test pattern in two renditions, as for a real event's ladder
 cat >"$out/origin.yaml" <<YAML
+# The archive (every broadcast, for DVR and VOD) stays in this run's scratch directory.
+archive: { path: $out/archive }
 log_level: warn
 http: { listen: $ORIGIN }
 metrics: { listen: $ORIGIN_METRICS }

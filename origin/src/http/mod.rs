@@ -4,7 +4,7 @@
 
 pub mod admin;
 pub mod body;
-pub mod request;
 pub mod replay;
+pub mod request;
 pub mod respond;
 pub mod server;

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -23,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::Body;
 use super::request::{self, RequestError, Route};
-use super::request::{Start, VodFile};
 use super::respond::{self, ERROR_CACHE, IMMUTABLE, MASTER_CACHE, NO_STORE};
 use crate::api;
 use crate::config::HttpConfig;
@@ -33,7 +31,6 @@ use crate::packager::log::MediaLog;
 use crate::packager::playlist::Form;
 use crate::replay::Replay;
 use crate::replay::catalog::Catalog;
-use crate::replay::render::replay_master;
 use crate::replay::watchers::ChatLink;
 use crate::stream::{Lifecycle, Stream, Waited};
 
@@ -665,8 +662,15 @@ async fn media_object(
                 Some(chunks) => Ok(respond::media(chunks, r.is_audio(), IMMUTABLE)),
                 // Trimmed between the verdict and now: only the archive may have it.
                 None => {
-                    super::replay::from_archive(state, stream, index, msn, part, "no longer available")
-                        .await
+                    super::replay::from_archive(
+                        state,
+                        stream,
+                        index,
+                        msn,
+                        part,
+                        "no longer available",
+                    )
+                    .await
                 }
             }
         }

@@ -34,13 +34,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::stream::Stream;
-use catalog::{Catalog, EventKind, Metadata};
-use recorder::{Action, LogView, Record, Recorder};
+use catalog::{Catalog, Metadata};
+use recorder::{Action, LogView, Recorder};
 use render::{Header, Kind, Listed};
 use store::Archive;
 
@@ -363,7 +362,6 @@ impl Replay {
             .get(&format!("{stream}/{}/{name}/init-{id}.mp4", session.id))
             .await
     }
-
 }
 
 #[cfg(test)]

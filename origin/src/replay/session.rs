@@ -200,4 +200,3 @@ pub fn parse_session_id(id: &str) -> Option<SystemTime> {
     );
     humantime::parse_rfc3339(&text).ok()
 }
-

@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use super::catalog::{EventKind, Metadata};
 use super::render::{self, Header, Kind, Listed};
-use super::{Replay, Session, SessionState, SessionSummary, Stored, StreamReplay, parse_session_id};
+use super::{
+    Replay, Session, SessionState, SessionSummary, Stored, StreamReplay, parse_session_id,
+};
 
 impl Replay {
     /// Writes the live session's playlists so far (EVENT playlists, no end), when
@@ -366,4 +368,3 @@ pub(super) fn playlist_end(text: &str) -> Option<SystemTime> {
     }
     last
 }
-
