@@ -236,25 +236,13 @@ async fn a_broadcast_seeks_back_two_minutes_while_live_and_plays_as_a_vod_after_
 
     // And a browser plays it, from the start and after seeking to its middle.
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/replay");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/watch.js");
-    let base = format!("http://{}", edge.http);
-    let page = format!("/watch/demo/{session}");
-    let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(script)
-            .args(["replay", &base, &page])
-            .arg(&out)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .expect("the browser");
-    assert!(
-        run.status.success(),
-        "the browser script failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("a JSON report");
+    let report = corral_e2e::browser_report(vec![
+        "replay".into(),
+        format!("http://{}", edge.http).into(),
+        format!("/watch/demo/{session}").into(),
+        out.into(),
+    ])
+    .await;
     assert_eq!(report["failures"], serde_json::json!([]), "{report:#}");
     let seconds = report["duration"].as_f64().unwrap_or(0.0);
     assert!((134.0..=146.0).contains(&seconds), "{report:#}");

@@ -62,28 +62,14 @@ async fn stack() -> Stack {
 
 /// Runs the page's end-to-end script against `base`; its JSON report.
 async fn drive(base: String, chat: String, out: PathBuf) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/watch.js");
-    let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(script)
-            .args(["e2e", &base, &chat, ADMIN])
-            .arg(&out)
-            .output()
-            .expect("node runs")
-    })
+    corral_e2e::browser_report(vec![
+        "e2e".into(),
+        base.into(),
+        chat.into(),
+        ADMIN.into(),
+        out.into(),
+    ])
     .await
-    .expect("the browser");
-    assert!(
-        run.status.success(),
-        "the browser script failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the script's JSON report ({e}): {}",
-            String::from_utf8_lossy(&run.stdout)
-        )
-    })
 }
 
 fn num(v: &Value) -> f64 {

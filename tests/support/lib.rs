@@ -47,6 +47,32 @@ pub fn web_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web")
 }
 
+/// Runs tests/browser/watch.js (a headless chromium on the watch page) with `args` (its mode
+/// and theirs) to its end; its JSON report.
+pub async fn browser_report(args: Vec<std::ffi::OsString>) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/watch.js");
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("the browser");
+    assert!(
+        run.status.success(),
+        "the browser script failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the script's JSON report ({e}): {}",
+            String::from_utf8_lossy(&run.stdout)
+        )
+    })
+}
+
 /// The path of a workspace binary built by `cargo build --workspace --bins`.
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

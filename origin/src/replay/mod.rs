@@ -25,16 +25,14 @@ pub mod store;
 mod vod;
 pub mod watchers;
 
-pub use session::{Session, SessionState, SessionSummary, Stored, parse_session_id};
+pub use session::{InFlight, Session, SessionState, SessionSummary, Stored, parse_session_id};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::stream::Stream;
@@ -79,9 +77,8 @@ pub struct Replay {
     /// When this run started: sessions begun before it and never finished are an earlier
     /// run's.
     started: SystemTime,
-    /// Finalizations in flight, so that stopping can wait for them.
-    finalizing: Arc<AtomicUsize>,
-    finalized: Arc<Notify>,
+    /// VODs being written, so that stopping can wait for them.
+    finalizing: InFlight,
 }
 
 impl Replay {
@@ -110,8 +107,7 @@ impl Replay {
             settings,
             catalog,
             started: SystemTime::now(),
-            finalizing: Arc::new(AtomicUsize::new(0)),
-            finalized: Arc::new(Notify::new()),
+            finalizing: InFlight::default(),
         })
     }
 
@@ -194,14 +190,10 @@ impl Replay {
                 let Some(session) = sr.current() else { return };
                 let name = sr.stream.renditions()[rendition].name();
                 let key = format!("{stream}/{}/{name}/init-{id}.mp4", session.id);
-                session.add_pending();
+                session.pending.start();
                 let s = session.clone();
-                self.archive.put(key, vec![bytes], move |stored| {
-                    if !stored {
-                        s.inner.lock().missing += 1;
-                    }
-                    s.settle_one();
-                });
+                self.archive
+                    .put(key, vec![bytes], move |_| s.pending.finish());
             }
             Action::Segment {
                 rendition,
@@ -218,11 +210,11 @@ impl Replay {
                 }
                 let name = sr.stream.renditions()[rendition].name();
                 let key = format!("{stream}/{}/{name}/{msn}.m4s", session.id);
-                session.add_pending();
+                session.pending.start();
                 let s = session.clone();
                 self.archive.put(key, chunks, move |stored| {
                     s.mark(rendition, msn, stored);
-                    s.settle_one();
+                    s.pending.finish();
                 });
                 self.checkpoint(sr, &session);
             }
@@ -234,14 +226,12 @@ impl Replay {
                     inner.state = SessionState::Ended;
                 }
                 tracing::info!(%stream, session = %session.id, "session ended; writing its VOD once its media is archived");
-                self.finalizing.fetch_add(1, Ordering::AcqRel);
+                self.finalizing.start();
                 let this = self.clone();
                 let sr = sr.clone();
                 tokio::spawn(async move {
                     this.finalize(&sr, &session).await;
-                    if this.finalizing.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        this.finalized.notify_waiters();
-                    }
+                    this.finalizing.finish();
                 });
             }
         }
@@ -256,8 +246,7 @@ impl Replay {
             return;
         }
         let key = format!("{stream}/{}/thumbnail.jpg", session.id);
-        let this = self.archive.clone();
-        this.put(key, vec![jpeg], |_| {});
+        self.archive.put(key, vec![jpeg], |_| {});
     }
 
     /// Stores the metadata of `stream` (removes it for `None`); whether it was stored.
@@ -274,16 +263,8 @@ impl Replay {
 
     /// Waits until no session is being finalized, or `limit` passes.
     pub async fn drain(&self, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.finalized.notified();
-            if self.finalizing.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                tracing::warn!("stopping before every finished session's VOD was written");
-                return;
-            }
+        if !self.finalizing.idle_within(limit).await {
+            tracing::warn!("stopping before every finished session's VOD was written");
         }
     }
 
@@ -332,7 +313,7 @@ impl Replay {
         let Some(sr) = self.streams.get(stream) else {
             return Ok(None);
         };
-        let Some(session) = sr.current().filter(|s| s.spans(msn)) else {
+        let Some(session) = sr.current() else {
             return Ok(None);
         };
         if session.stored(index, msn) != Some(Stored::Stored) {

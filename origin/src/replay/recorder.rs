@@ -14,24 +14,32 @@ use bytes::Bytes;
 
 use crate::packager::log::MediaLog;
 
-/// One complete segment of a log, as the recorder needs it.
+/// One segment of a session.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SeenSegment {
+pub struct Record {
     /// Media sequence number.
     pub msn: u64,
     /// Program date-time of its first sample.
     pub program_date_time: SystemTime,
     /// Seconds.
     pub duration: f64,
-    /// Whether a discontinuity precedes it.
+    /// Whether a discontinuity precedes it within the session.
     pub discontinuity: bool,
     /// ID of its init segment.
     pub init: u64,
-    /// Whether it is an `EXT-X-GAP` placeholder.
+    /// Whether it is a gap (nothing stored).
     pub gap: bool,
+}
+
+/// One complete segment of a log, as the recorder needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenSegment {
+    /// What the log says of it (its `discontinuity` is the log's, before the session's
+    /// first segment is told apart).
+    pub record: Record,
     /// The log session it belongs to (0: between sessions).
     pub session: u64,
-    /// Its parts' bytes, in order.
+    /// Its parts' bytes, in order (none for a gap).
     pub chunks: Vec<Bytes>,
 }
 
@@ -55,17 +63,19 @@ impl LogView {
             .segments()
             .filter(|s| s.complete && after.is_none_or(|a| s.msn > a))
             .map(|s| SeenSegment {
-                msn: s.msn,
-                program_date_time: s.program_date_time,
-                duration: s.duration,
-                discontinuity: s.discontinuity,
-                init: s.init,
-                gap: s.gap,
+                record: Record {
+                    msn: s.msn,
+                    program_date_time: s.program_date_time,
+                    duration: s.duration,
+                    discontinuity: s.discontinuity,
+                    init: s.init,
+                    gap: s.gap,
+                },
                 session: s.session,
                 chunks: s.chunks().cloned().collect(),
             })
             .collect();
-        let ids: BTreeSet<u64> = segments.iter().map(|s| s.init).collect();
+        let ids: BTreeSet<u64> = segments.iter().map(|s| s.record.init).collect();
         let inits = ids
             .into_iter()
             .filter_map(|id| log.init(id).map(|i| (id, i.bytes.clone())))
@@ -77,23 +87,6 @@ impl LogView {
             inits,
         }
     }
-}
-
-/// One segment of a session.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    /// Media sequence number.
-    pub msn: u64,
-    /// Program date-time of its first sample.
-    pub program_date_time: SystemTime,
-    /// Seconds.
-    pub duration: f64,
-    /// Whether a discontinuity precedes it within the session.
-    pub discontinuity: bool,
-    /// ID of its init segment.
-    pub init: u64,
-    /// Whether it is a gap (nothing stored).
-    pub gap: bool,
 }
 
 /// What to do about what the logs show, in order.
@@ -188,38 +181,29 @@ impl Recorder {
                             break;
                         }
                         next[index] += 1;
-                        self.through[index] = Some(seen.msn);
+                        self.through[index] = Some(seen.record.msn);
                         if seen.session < log_session {
                             continue;
                         }
-                        if !open.inits[index].contains(&seen.init)
-                            && let Some((_, bytes)) =
-                                view.inits.iter().find(|(id, _)| *id == seen.init)
+                        let init = seen.record.init;
+                        if !open.inits[index].contains(&init)
+                            && let Some((_, bytes)) = view.inits.iter().find(|(id, _)| *id == init)
                         {
-                            open.inits[index].insert(seen.init);
+                            open.inits[index].insert(init);
                             actions.push(Action::PutInit {
                                 rendition: index,
-                                id: seen.init,
+                                id: init,
                                 bytes: bytes.clone(),
                             });
                         }
-                        let first = !open.started[index];
+                        // The session's first segment follows nothing in it.
+                        let mut record = seen.record.clone();
+                        record.discontinuity &= open.started[index];
                         open.started[index] = true;
                         actions.push(Action::Segment {
                             rendition: index,
-                            record: Record {
-                                msn: seen.msn,
-                                program_date_time: seen.program_date_time,
-                                duration: seen.duration,
-                                discontinuity: seen.discontinuity && !first,
-                                init: seen.init,
-                                gap: seen.gap,
-                            },
-                            chunks: if seen.gap {
-                                Vec::new()
-                            } else {
-                                seen.chunks.clone()
-                            },
+                            record,
+                            chunks: seen.chunks.clone(),
                         });
                     }
                 }
@@ -246,20 +230,20 @@ impl Recorder {
                         .iter()
                         .find(|s| s.session > newest)
                 })
-                .min_by_key(|s| (s.session, s.msn));
+                .min_by_key(|s| (s.session, s.record.msn));
             let Some(first) = first else {
                 // Skip what belongs to no session (gaps between broadcasts, old ones).
                 for (index, v) in views.iter().enumerate() {
                     if let Some(last) = v.segments.last() {
-                        self.through[index] = Some(last.msn);
+                        self.through[index] = Some(last.record.msn);
                     }
                 }
                 return actions;
             };
             let log_session = first.session;
             actions.push(Action::Begin {
-                id: session_id(first.program_date_time),
-                started: first.program_date_time,
+                id: session_id(first.record.program_date_time),
+                started: first.record.program_date_time,
             });
             self.newest = log_session;
             self.open = Some(Open {

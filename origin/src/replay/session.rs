@@ -11,6 +11,46 @@ use tokio::sync::Notify;
 
 use super::recorder::Record;
 
+/// Work in flight (archive writes, VODs being written) and a wait for none to be left.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    /// One more piece of work started.
+    pub fn start(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One piece of work finished.
+    pub fn finish(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Pieces of work in flight.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until none is in flight, or `limit` passes; says whether none is.
+    pub async fn idle_within(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.idle.notified();
+            if self.count() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count() == 0;
+            }
+        }
+    }
+}
+
 /// How a recorded segment's archive write stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -45,8 +85,8 @@ pub struct Session {
     /// Its first segment's program date-time.
     pub started: SystemTime,
     pub(super) inner: Mutex<SessionInner>,
-    pub(super) pending: AtomicUsize,
-    settled: Notify,
+    /// Its archive writes not yet landed or failed for good.
+    pub(super) pending: InFlight,
     /// When its playlists so far were last written.
     pub(super) checkpointed: Mutex<std::time::Instant>,
 }
@@ -56,8 +96,6 @@ pub(super) struct SessionInner {
     pub(super) state: SessionState,
     /// Per rendition: records and how their writes stand, in MSN order.
     pub(super) tracks: Vec<Vec<(Record, Stored)>>,
-    /// Segments that could not be archived, all renditions.
-    pub(super) missing: usize,
 }
 
 impl Session {
@@ -69,10 +107,8 @@ impl Session {
                 ended: None,
                 state: SessionState::Live,
                 tracks: vec![Vec::new(); renditions],
-                missing: 0,
             }),
-            pending: AtomicUsize::new(0),
-            settled: Notify::new(),
+            pending: InFlight::default(),
             checkpointed: Mutex::new(std::time::Instant::now()),
         })
     }
@@ -87,21 +123,6 @@ impl Session {
         self.inner.lock().ended
     }
 
-    /// Segments (all renditions) whose media is not archived.
-    pub fn missing(&self) -> usize {
-        self.inner.lock().missing
-    }
-
-    pub(super) fn add_pending(&self) {
-        self.pending.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(super) fn settle_one(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.settled.notify_waiters();
-        }
-    }
-
     pub(super) fn mark(&self, rendition: usize, msn: u64, stored: bool) {
         let mut inner = self.inner.lock();
         let track = &mut inner.tracks[rendition];
@@ -111,9 +132,6 @@ impl Session {
             } else {
                 Stored::Failed
             };
-        }
-        if !stored {
-            inner.missing += 1;
         }
     }
 
@@ -125,29 +143,6 @@ impl Session {
             .binary_search_by_key(&msn, |(r, _)| r.msn)
             .ok()
             .map(|i| track[i].1)
-    }
-
-    /// Whether the session holds segment `msn` of some rendition's timeline: between its
-    /// first and last MSN.
-    pub(super) fn spans(&self, msn: u64) -> bool {
-        let inner = self.inner.lock();
-        inner.tracks.iter().any(|t| {
-            matches!((t.first(), t.last()), (Some(a), Some(b)) if a.0.msn <= msn && msn <= b.0.msn)
-        })
-    }
-
-    /// Waits until no write is pending, or `limit` passes; says whether all settled.
-    pub(super) async fn settled(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.settled.notified();
-            if self.pending.load(Ordering::Acquire) == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.pending.load(Ordering::Acquire) == 0;
-            }
-        }
     }
 }
 

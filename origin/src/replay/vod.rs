@@ -2,7 +2,6 @@
 //! recovery of a session an earlier run left unfinished, and reading finished broadcasts back.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -45,9 +44,10 @@ impl Replay {
             objects.push((format!("{stream}/{}/master.m3u8", session.id), master));
         }
         for (key, bytes) in objects {
-            session.add_pending();
+            session.pending.start();
             let s = session.clone();
-            self.archive.put(key, vec![bytes], move |_| s.settle_one());
+            self.archive
+                .put(key, vec![bytes], move |_| s.pending.finish());
         }
     }
 
@@ -116,8 +116,12 @@ impl Replay {
     /// Writes a finished session's VOD playlists and summary.
     pub(super) async fn finalize(&self, sr: &StreamReplay, session: &Session) {
         let stream = sr.stream.name();
-        if !session.settled(self.settings.finalize_timeout).await {
-            tracing::error!(%stream, session = %session.id, pending = session.pending.load(Ordering::Acquire), "archive writes still pending after archive.finalize_timeout; they are listed as gaps");
+        if !session
+            .pending
+            .idle_within(self.settings.finalize_timeout)
+            .await
+        {
+            tracing::error!(%stream, session = %session.id, pending = session.pending.count(), "archive writes still pending after archive.finalize_timeout; they are listed as gaps");
         }
         let names: Vec<String> = sr
             .stream

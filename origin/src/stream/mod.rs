@@ -496,9 +496,7 @@ impl Stream {
             cues.push(cue.clone());
             cue
         };
-        for r in &self.renditions {
-            r.publish(MediaLog::touch);
-        }
+        self.cues_changed();
         Ok(cue)
     }
 
@@ -520,11 +518,16 @@ impl Stream {
             mine.len() - before
         };
         if added > 0 {
-            for r in &self.renditions {
-                r.publish(MediaLog::touch);
-            }
+            self.cues_changed();
         }
         added
+    }
+
+    /// Every rendition's playlists are rendered again, with the cues as they are now.
+    fn cues_changed(&self) {
+        for r in &self.renditions {
+            r.publish(MediaLog::touch);
+        }
     }
 
     /// The date ranges a playlist starting at `from` (and, for a finished broadcast, ending at
