@@ -3,7 +3,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test deps test-deps web build release lint bench bench-watch bench-compare bench-viewers fault-suite fuzz fuzz-smoke clean
+.PHONY: run test deps test-deps web build release lint bench bench-watch bench-latency bench-compare bench-viewers fault-suite fuzz fuzz-smoke clean
 
 ## run: start the local stack (origin with the built-in test source, an edge in front, the chat
 ## relay) and print its URLs
@@ -53,6 +53,15 @@ bench: deps release
 ## glass-to-glass latency (numbers go to BENCHMARKS.md)
 bench-watch: test-deps web release
 	scripts/bench-watch.sh
+
+## bench-latency: stock players (hls.js, Shaka Player) in chromium through the edge over
+## HTTP/1.1, HTTP/2 and HTTP/3, fed by the test source and by an RTMP publish: stalls, startup,
+## the rung played, glass-to-glass by the burnt-in clock and by program date-time, the budget's
+## stages (10-minute runs; BENCH_SECONDS shortens them)
+bench-latency: web release
+	scripts/install-deps.sh --bench
+	scripts/install-test-clients.sh
+	scripts/bench-latency.sh
 
 ## bench-compare: the edge against nginx (proxy_cache_lock) and Varnish in front of one origin:
 ## herds and cache hits, interleaved; writes its table into BENCHMARKS.md

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build, run and test Corral, with apt-get
 # (directly as root, through sudo otherwise). Does nothing when everything is present. With
-# --test, also what the tests need (python3-venv, chromium, an emoji font, redis-server).
+# --test, also what the tests need (python3-venv, chromium, an emoji font, redis-server); with
+# --bench, that and tesseract (the latency benchmark reads the clock burnt into the picture).
 set -euo pipefail
 
 need=()
@@ -16,7 +17,10 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # npm installs the watch page's hls.js (make web).
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
-if [ "${1:-}" = "--test" ]; then
+if [ "${1:-}" = "--bench" ]; then
+    command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
+fi
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then
     # What the tests' clients need: aioquic in a venv, playwright-core driving chromium.
     command -v python3 >/dev/null 2>&1 || need+=(python3)
     python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

@@ -28,7 +28,8 @@ use tokio::sync::watch;
 const STREAM: &str = "studio";
 const MASTER: &str = "/live/studio/master.m3u8";
 const PLAYLIST: &str = "/live/studio/180p/index.m3u8";
-const PART_TARGET: f64 = 0.33334;
+/// `PART-TARGET` of the test streams: 1/3 s cells, the longest part 16 AAC frames at 48 kHz.
+const PART_TARGET: f64 = 0.34134;
 /// Watching before the fault.
 const BEFORE: Duration = Duration::from_secs(6);
 /// Watching after the fault (and after the end of a fault that lasts).

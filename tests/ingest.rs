@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use corral_e2e::{Origin, Publisher, SERIAL, Scratch, ffprobe, free_port, free_udp_port, metric};
 use corral_loadtest::playlist::MediaPlaylist;
 
-const PART_TARGET: f64 = 0.33334;
+/// `PART-TARGET` of the test streams: 1/3 s cells, the longest part 16 AAC frames at 48 kHz.
+const PART_TARGET: f64 = 0.34134;
 
 struct Ports {
     rtmp: u16,

@@ -7,7 +7,8 @@ use std::time::Instant;
 use corral_e2e::{Origin, SERIAL, Scratch, TEST_LADDER, attribute, ffprobe};
 use corral_loadtest::playlist::MediaPlaylist;
 
-const PART_TARGET: f64 = 0.33334;
+/// `PART-TARGET` of the test streams: 1/3 s cells, the longest part 16 AAC frames at 48 kHz.
+const PART_TARGET: f64 = 0.34134;
 
 fn config() -> String {
     format!(
@@ -21,6 +22,7 @@ async fn a_live_stream_from_the_test_source_as_clients_see_it() {
     let origin = Origin::start(&config());
     multivariant_playlist_lists_every_rendition(&origin).await;
     playlists_advance_one_part_per_part_target_and_block_until_it_exists(&origin).await;
+    every_rendition_cuts_the_same_parts(&origin).await;
     ffprobe_decodes_what_is_served(&origin).await;
     a_hinted_part_is_held_until_complete_and_then_sent_whole(&origin).await;
     responses_carry_the_cache_policy_and_gzip(&origin).await;
@@ -152,6 +154,55 @@ async fn playlists_advance_one_part_per_part_target_and_block_until_it_exists(or
         "wake-ups within 50 ms: {} of {}",
         bucket("0.05"),
         bucket("+Inf")
+    );
+}
+
+/// The part grid: each complete segment has the same parts in the video and the audio
+/// renditions, part `n` lasting the same to within one AAC frame (no audio sliver at the end).
+async fn every_rendition_cuts_the_same_parts(origin: &Origin) {
+    let aac_frame = 1024.0 / 48_000.0;
+    // Five complete segments: those still listed with parts are past the first one, whose first
+    // audio cell also holds AAC's priming frame.
+    let video = origin.playlist_with("/live/demo/360p/index.m3u8", 5).await;
+    let audio = origin.playlist_with("/live/demo/audio/index.m3u8", 5).await;
+    let mut compared = 0;
+    for v in video
+        .segments
+        .iter()
+        .filter(|s| s.duration.is_some() && !s.parts.is_empty())
+    {
+        let Some(a) = audio
+            .segments
+            .iter()
+            .find(|a| a.msn == v.msn && a.duration.is_some() && !a.parts.is_empty())
+        else {
+            continue;
+        };
+        assert_eq!(
+            v.parts.len(),
+            a.parts.len(),
+            "segment {}: video parts {:?}, audio parts {:?}",
+            v.msn,
+            v.parts.iter().map(|p| p.duration).collect::<Vec<_>>(),
+            a.parts.iter().map(|p| p.duration).collect::<Vec<_>>()
+        );
+        let (mut video_end, mut audio_end) = (0.0, 0.0);
+        for (pv, pa) in v.parts.iter().zip(&a.parts) {
+            video_end += pv.duration;
+            audio_end += pa.duration;
+            assert!(
+                (video_end - audio_end).abs() <= aac_frame + 1e-3,
+                "segment {}: {} ends at {video_end}, {} at {audio_end}",
+                v.msn,
+                pv.uri,
+                pa.uri
+            );
+        }
+        compared += 1;
+    }
+    assert!(
+        compared >= 2,
+        "complete segments with parts in both: {compared}"
     );
 }
 

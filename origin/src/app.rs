@@ -169,7 +169,7 @@ pub async fn run(config: OriginConfig, config_path: &Path) -> anyhow::Result<()>
         let stream = Stream::new(
             &stream_config.name,
             &stream_config.source.to_string(),
-            config.llhls.params(),
+            config.llhls_params(),
             config.transcoder.fps,
             &job.command().renditions,
         );

@@ -8,7 +8,7 @@ use corral_transcoder::config::{Bitrate, TranscoderConfig};
 use serde::Deserialize;
 use yaml_config::{Invalid, Validate, check_name, check_range};
 
-use crate::packager::params::LlhlsParams;
+use crate::packager::params::{LlhlsParams, MediaTiming};
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -297,7 +297,10 @@ impl Default for DvrConfig {
 pub struct LlhlsConfig {
     /// Seconds per segment (and per GOP: keyframes are forced at each boundary).
     pub segment_duration: f64,
-    /// `PART-TARGET` in seconds; no part is ever longer.
+    /// About how long a part lasts, in seconds. Each segment is cut into equal cells of a whole
+    /// number of frames near this (2 s at 30 fps and 1/3 s: six parts of ten frames), the same
+    /// cells in every rendition; the advertised `PART-TARGET` is the longest part any rendition
+    /// cuts on them (AAC frames never divide a cell evenly: 0.34134 s at 48 kHz here).
     pub part_target: f64,
     /// Complete segments listed in each media playlist.
     pub playlist_segments: usize,
@@ -310,7 +313,7 @@ impl Default for LlhlsConfig {
         let p = LlhlsParams::default();
         Self {
             segment_duration: p.segment_duration,
-            part_target: p.part_target,
+            part_target: 1.0 / 3.0,
             playlist_segments: p.playlist_segments,
             retained_segments: p.retained_segments,
         }
@@ -318,13 +321,12 @@ impl Default for LlhlsConfig {
 }
 
 impl LlhlsConfig {
-    /// The packager's parameters.
-    pub fn params(&self) -> LlhlsParams {
+    /// The packager's parameters for media with `media`'s frame durations.
+    pub fn params(&self, media: MediaTiming) -> LlhlsParams {
         LlhlsParams {
-            segment_duration: self.segment_duration,
-            part_target: self.part_target,
             playlist_segments: self.playlist_segments,
             retained_segments: self.retained_segments,
+            ..LlhlsParams::new(self.segment_duration, self.part_target, media)
         }
     }
 }
@@ -490,6 +492,17 @@ impl Default for StreamConfig {
             max_bitrate: None,
             takeover: None,
         }
+    }
+}
+
+impl OriginConfig {
+    /// The packager's parameters: the LL-HLS timing fitted to the transcoder's frame rate and
+    /// audio sample rate.
+    pub fn llhls_params(&self) -> LlhlsParams {
+        self.llhls.params(MediaTiming {
+            fps: self.transcoder.fps,
+            audio_sample_rate: self.transcoder.audio.sample_rate,
+        })
     }
 }
 
@@ -676,7 +689,7 @@ impl Validate for OriginConfig {
                 l.part_target,
             ));
         }
-        let params = l.params();
+        let params = self.llhls_params();
         let min_segments =
             ((3 * params.target_duration()) as f64 / l.segment_duration).ceil() as usize + 1;
         check_range(

@@ -54,14 +54,16 @@ fn main() -> ExitCode {
     // TLS to an S3 archive uses ring, as the rest of the project does.
     let _ = rustls::crypto::ring::default_provider().install_default();
     if args.check {
+        let params = config.llhls_params();
         println!(
-            "{}: ok: {} stream(s), encoder {}, {} rendition(s), segments {} s, parts {} s, http {}, metrics {}",
+            "{}: ok: {} stream(s), encoder {}, {} rendition(s), segments {} s, parts {} per segment (PART-TARGET {} s), http {}, metrics {}",
             path.display(),
             config.streams.len(),
             config.transcoder.encoder,
             config.transcoder.ladder.len() + 1,
             config.llhls.segment_duration,
-            config.llhls.part_target,
+            params.parts_per_segment,
+            params.part_target,
             config.http.listen,
             config.metrics.listen
         );

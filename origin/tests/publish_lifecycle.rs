@@ -15,7 +15,7 @@ use corral_origin::ingest::mpegts::{
     PACKET_LEN, PacketKind, TsMonitor, packet_payload, pes_timestamps,
 };
 use corral_origin::metrics::OriginMetrics;
-use corral_origin::packager::params::LlhlsParams;
+use corral_origin::packager::params::{LlhlsParams, MediaTiming};
 use corral_origin::packager::playlist::Form;
 use corral_origin::stream::controller::{ControllerSettings, PublishController};
 use corral_origin::stream::driver::{Feed, StreamDriver};
@@ -149,10 +149,9 @@ impl Harness {
             unpaced: false,
         };
         let params = LlhlsParams {
-            segment_duration: 1.0,
-            part_target: 0.33334,
             playlist_segments: 12,
             retained_segments: 4,
+            ..LlhlsParams::new(1.0, 1.0 / 3.0, MediaTiming::default())
         };
         let stream = Stream::new(
             "studio",

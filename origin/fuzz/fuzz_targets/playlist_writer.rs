@@ -34,6 +34,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         (segment_duration * f64::from(u.int_in_range(5u8..=100)?) / 100.0).max(0.1);
     let params = LlhlsParams {
         segment_duration,
+        parts_per_segment: (segment_duration / part_target_secs).ceil() as u64,
         part_target: part_target_secs,
         playlist_segments: u.int_in_range(1usize..=16)?,
         retained_segments: u.int_in_range(0usize..=8)?,

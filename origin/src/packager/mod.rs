@@ -14,3 +14,6 @@ pub mod log;
 pub mod params;
 pub mod playlist;
 pub mod segmenter;
+
+#[cfg(test)]
+mod part_grid_tests;

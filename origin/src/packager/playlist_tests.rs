@@ -14,6 +14,7 @@ use crate::packager::log::{InitEntry, MediaLog, PartEntry};
 fn params() -> LlhlsParams {
     LlhlsParams {
         segment_duration: 2.0,
+        parts_per_segment: 6,
         part_target: 0.33334,
         playlist_segments: 12,
         retained_segments: 4,

@@ -8,10 +8,15 @@
 //!   so every video rendition cuts at the same instant; audio: at the frame nearest the
 //!   boundary). A segment's number is its grid index `k`, so segment `k` covers the same time in
 //!   every rendition.
-//! - **Parts** close *before* the sample that would make them longer than the part target (on
-//!   the decode timeline), so no part is ever longer than `PART-TARGET`. A part is published the
+//! - **Parts** close on the stream's part grid: each segment's grid cell is cut into
+//!   `parts_per_segment` equal cells, and a part closes before the first sample of the next cell
+//!   (video: the first frame at or after the cell boundary, as keyframes are forced; audio: the
+//!   frame nearest it). So part `n` of segment `k` covers the same media time in every
+//!   rendition, and no rendition has a short leftover part at a segment's end. As a safeguard a
+//!   part also closes before a sample that would make it longer than the part target (on the
+//!   decode timeline), so no part is ever longer than `PART-TARGET`. A part is published the
 //!   moment its last sample arrives: the segmenter predicts that the next sample (same duration
-//!   as the last) would overflow the part or cross a segment boundary.
+//!   as the last) would start the next cell, overflow the part or cross a segment boundary.
 //! - A sample longer than the part target on its own has its duration clamped, and a sample
 //!   whose decode time goes backwards is dropped; both are counted.
 //!
@@ -42,8 +47,10 @@ pub struct SegmenterConfig {
     pub grid_origin: u64,
     /// Segment duration in seconds.
     pub segment_duration: f64,
-    /// Part target in seconds.
+    /// Part target in seconds: the hard limit on a part's duration.
     pub part_target: f64,
+    /// Cells of the part grid per segment.
+    pub parts_per_segment: u64,
     /// Whether segments must start on a sync sample (video).
     pub video: bool,
     /// How boundaries are decided.
@@ -95,6 +102,8 @@ pub struct SegmenterStats {
 #[derive(Debug, Clone, Copy)]
 struct OpenSegment {
     number: u64,
+    /// The grid cell the segment started in: its part boundaries lie in this cell.
+    grid: u64,
     next_boundary: u64,
     /// Set when a boundary passed without a keyframe (only with [`BoundaryPolicy::Keyframe`]).
     awaiting_keyframe: bool,
@@ -106,6 +115,9 @@ pub struct Segmenter {
     config: SegmenterConfig,
     part_limit: u64,
     segment_ticks: f64,
+    /// A video frame this close before a boundary counts as on it (ticks), as the transcoder's
+    /// forced keyframes do.
+    frame_slack: u64,
     /// Slack when placing a first sample on the grid: a little before a boundary still counts
     /// as the boundary (AAC priming starts audio 21 ms early).
     grid_slack: u64,
@@ -113,6 +125,8 @@ pub struct Segmenter {
     next_number: Option<u64>,
     part: Vec<Sample>,
     part_index: u32,
+    /// The part-grid cell of the open part.
+    cell: u64,
     last_end: Option<u64>,
     sequence: u32,
     stats: SegmenterStats,
@@ -126,12 +140,14 @@ impl Segmenter {
         Self {
             part_limit: ((config.part_target * ts).floor() as u64).max(1),
             segment_ticks,
+            frame_slack: u64::from(config.timescale / 1000),
             grid_slack: ((config.segment_duration / 4.0).min(0.4) * ts) as u64,
             config,
             open: None,
             next_number: None,
             part: Vec::new(),
             part_index: 0,
+            cell: 0,
             last_end: None,
             sequence: 0,
             stats: SegmenterStats::default(),
@@ -150,6 +166,34 @@ impl Segmenter {
 
     fn boundary(&self, k: u64) -> u64 {
         self.config.grid_origin + (k as f64 * self.segment_ticks).round() as u64
+    }
+
+    /// Boundary `cell` of the part grid inside segment grid cell `grid` (cell 0 is the
+    /// segment's own boundary).
+    fn cell_boundary(&self, grid: u64, cell: u64) -> u64 {
+        let cells = self.config.parts_per_segment.max(1);
+        let step = self.segment_ticks / cells as f64;
+        self.boundary(grid) + (cell as f64 * step).round() as u64
+    }
+
+    /// Whether a sample starting at `t` and lasting `duration` ticks lies past `boundary`: video
+    /// from the first frame at (or a millisecond before) it, audio from the frame nearest it.
+    fn past(&self, t: u64, duration: u64, boundary: u64) -> bool {
+        if self.config.video {
+            t + self.frame_slack >= boundary
+        } else {
+            t + duration / 2 >= boundary
+        }
+    }
+
+    /// The part-grid cell, within `open`, of a sample starting at `t`.
+    fn cell_of(&self, open: OpenSegment, t: u64, duration: u64) -> u64 {
+        let last = self.config.parts_per_segment.max(1) - 1;
+        let mut cell = 0;
+        while cell < last && self.past(t, duration, self.cell_boundary(open.grid, cell + 1)) {
+            cell += 1;
+        }
+        cell
     }
 
     /// The grid cell a sample starting at `t` belongs to.
@@ -205,21 +249,30 @@ impl Segmenter {
             }
             self.open = Some(OpenSegment {
                 number,
+                grid,
                 next_boundary: self.boundary(grid + 1),
                 awaiting_keyframe: false,
             });
             self.part_index = 0;
         }
+        let cell = self.open.map_or(0, |o| self.cell_of(o, dts, duration));
         if let Some(start) = self.part_start()
-            && dts + duration - start > self.part_limit
+            && (cell > self.cell || dts + duration - start > self.part_limit)
         {
             self.close_part(&mut out);
+        }
+        if self.part.is_empty() {
+            self.cell = cell;
         }
         self.last_end = Some(dts + duration);
         self.part.push(sample);
 
-        // Predict: would the next sample, as long as this one, cross the boundary or overflow?
+        // Predict: would the next sample, as long as this one, cross the boundary, start the
+        // next cell or overflow?
         let end = dts + duration;
+        let next_cell = self
+            .open
+            .is_some_and(|o| self.cell_of(o, end, duration) > self.cell);
         let at_boundary = match self.open {
             Some(o) if !o.awaiting_keyframe && self.config.video => end >= o.next_boundary,
             Some(o) if !o.awaiting_keyframe => end + duration / 2 >= o.next_boundary,
@@ -231,7 +284,7 @@ impl Segmenter {
             if self.config.policy == BoundaryPolicy::Grid {
                 self.end_segment(&mut out);
             }
-        } else if end + duration - start > self.part_limit {
+        } else if next_cell || end + duration - start > self.part_limit {
             self.close_part(&mut out);
         }
         out
@@ -294,6 +347,7 @@ mod tests {
             grid_origin: ORIGIN,
             segment_duration: 2.0,
             part_target: 0.33334,
+            parts_per_segment: 6,
             video: true,
             policy,
         })
@@ -305,7 +359,8 @@ mod tests {
             timescale: 48_000,
             grid_origin: 10 * 48_000,
             segment_duration: 2.0,
-            part_target: 0.33334,
+            part_target: 0.34134,
+            parts_per_segment: 6,
             video: false,
             policy: BoundaryPolicy::Grid,
         })
@@ -427,6 +482,7 @@ mod tests {
                 grid_origin: 0,
                 segment_duration: 2.0,
                 part_target: 0.33334,
+                parts_per_segment: 6,
                 video: true,
                 policy: BoundaryPolicy::Grid,
             });
@@ -461,7 +517,7 @@ mod tests {
             .collect();
         let out = run(&mut seg, samples);
         let p = parts(&out);
-        assert!(p.iter().all(|p| p.duration <= 16_000), "within 0.33334 s");
+        assert!(p.iter().all(|p| p.duration <= 16_384), "within 0.34134 s");
         assert!(p.iter().all(|p| p.independent));
         assert_eq!(p[0].segment, 0, "priming still belongs to segment 0");
         for k in 1..3u64 {
@@ -473,8 +529,22 @@ mod tests {
                 "segment {k} starts {off} ticks from its boundary"
             );
         }
-        // The full parts reach 85 % of the target; only a segment's last part may be shorter.
-        for w in p.windows(2) {
+        // After segment 0 (whose first cell also holds the priming frame, one more than a part
+        // may hold, split off on its own), every segment has the grid's six parts, each of
+        // 15 or 16 frames: none is a sliver.
+        for k in 1..3u64 {
+            let durations: Vec<u64> = p
+                .iter()
+                .filter(|p| p.segment == k)
+                .map(|p| p.duration)
+                .collect();
+            assert_eq!(durations.len(), 6, "segment {k}: {durations:?}");
+            assert!(
+                durations.iter().all(|d| [15_360, 16_384].contains(d)),
+                "segment {k}: {durations:?}"
+            );
+        }
+        for w in p.windows(2).filter(|w| w[0].segment > 0) {
             if w[0].segment == w[1].segment {
                 assert!(
                     w[0].duration as f64 >= 0.85 * 16_000.0,

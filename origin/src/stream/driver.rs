@@ -261,6 +261,7 @@ impl StreamDriver {
             grid_origin,
             segment_duration: params.segment_duration,
             part_target: params.part_target,
+            parts_per_segment: params.parts_per_segment,
             video,
             policy: if video {
                 self.policy

@@ -268,7 +268,7 @@ impl Stream {
     ) -> Arc<Stream> {
         let limits = BlockingLimits {
             advance_parts: params.advance_part_limit(),
-            parts_per_segment: params.parts_per_segment(),
+            parts_per_segment: params.parts_per_segment,
         };
         let renditions = specs
             .iter()

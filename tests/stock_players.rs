@@ -1,0 +1,136 @@
+//! Stock players through the edge, as a site embedding one would use it: hls.js with its
+//! defaults plus `lowLatencyMode`, in Debian's chromium (tests/browser/stock.js) on a blank page
+//! of the edge's origin, over HTTP/1.1, HTTP/2 and HTTP/3. Nothing of the watch page is
+//! involved: what the player does with the playlists and parts is what viewers get.
+//!
+//! Each run watches for a minute and must see no stall (the picture standing still for more
+//! than 300 ms), the top rung played from early on to the end, and its requests over the
+//! protocol asked for. Latency is reported (glass-to-glass by program date-time) and only
+//! bounded loosely here: BENCHMARKS.md measures it on release builds.
+
+use std::path::PathBuf;
+
+use corral_e2e::edge::{Edge, live_playlist, origin_config};
+use corral_e2e::{Origin, SERIAL};
+use serde_json::Value;
+
+/// How long each player watches.
+const WATCH_SECONDS: u32 = 60;
+
+/// The second by which the top rung must be playing (and then to the end).
+const TOP_BY_SECOND: u64 = 15;
+
+/// Runs tests/browser/stock.js; its JSON report.
+async fn watch(player: &str, master: String, cert: Option<PathBuf>) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/stock.js");
+    let player = player.to_string();
+    let run = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new("node");
+        command
+            .arg(script)
+            .arg(player)
+            .arg(master)
+            .arg(WATCH_SECONDS.to_string());
+        if let Some(cert) = cert {
+            command.arg(cert);
+        }
+        command.output().expect("node runs")
+    })
+    .await
+    .expect("the browser");
+    assert!(
+        run.status.success(),
+        "the stock player script failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the script's JSON report ({e}): {}",
+            String::from_utf8_lossy(&run.stdout)
+        )
+    })
+}
+
+/// What a viewer must have seen; `protocol` is resource timing's name for the protocol
+/// (`http/1.1`, `h2`, `h3`).
+fn check(report: &Value, protocol: &str) {
+    let player = report["player"].as_str().unwrap_or("?");
+    eprintln!("{player} over {protocol}: {report}");
+    let fatal: Vec<&Value> = report["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter(|e| {
+            e.as_str()
+                .is_some_and(|e| e.contains("fatal") || e.contains("page error"))
+        })
+        .collect();
+    assert!(fatal.is_empty(), "{player} over {protocol}: {fatal:?}");
+    assert!(
+        report["startupMs"].as_u64().is_some(),
+        "{player} over {protocol} never played: {report}"
+    );
+    assert_eq!(
+        report["stalls"], 0,
+        "{player} over {protocol}: the picture stood still (longest {} ms)",
+        report["longestStallMs"]
+    );
+    let top = report["topHeight"]
+        .as_u64()
+        .expect("the renditions offered");
+    assert_eq!(top, 360, "the test ladder's top rung is 360p");
+    let from = report["topFromS"].as_u64();
+    assert!(
+        from.is_some_and(|s| s <= TOP_BY_SECOND),
+        "{player} over {protocol}: the top rung from second {from:?} (by {TOP_BY_SECOND} s and to the end): {}",
+        report["perSecond"]
+    );
+    // Requests a player abandoned before an answer name no protocol ("unknown").
+    let protocols = report["protocols"].as_object().expect("protocols");
+    let answered: u64 = protocols
+        .iter()
+        .filter(|(p, _)| p.as_str() != "unknown")
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    let ours = protocols.get(protocol).and_then(Value::as_u64).unwrap_or(0);
+    assert!(
+        answered > 0 && ours == answered,
+        "{player}: every request over {protocol}: {protocols:?}"
+    );
+    let g2g = report["glassToGlass"]["p50"]
+        .as_f64()
+        .expect("glass-to-glass");
+    assert!(
+        (0.2..4.0).contains(&g2g),
+        "{player} over {protocol}: glass-to-glass p50 {g2g} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stock_players_play_without_a_stall_at_the_top_rung() {
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start(&origin_config());
+    let edge = Edge::start_tls(&[&origin.http.to_string()], "");
+    live_playlist(&edge).await;
+    let tls = edge.tls.expect("tls");
+    let cert = edge.ca.clone().expect("the edge's certificate");
+    let path = "/live/demo/master.m3u8";
+
+    let runs = [
+        (
+            "hlsjs",
+            format!("http://{}{path}", edge.http),
+            None,
+            "http/1.1",
+        ),
+        ("hlsjs", format!("https://{tls}{path}"), None, "h2"),
+        ("hlsjs", format!("https://{tls}{path}"), Some(cert), "h3"),
+    ];
+    let mut reports = Vec::new();
+    for (player, url, cert, protocol) in runs {
+        reports.push((watch(player, url, cert).await, protocol));
+    }
+    for (report, protocol) in &reports {
+        check(report, protocol);
+    }
+}
