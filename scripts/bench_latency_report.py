@@ -24,7 +24,7 @@ def clock_g2g(directory):
     for png in sorted(Path(directory).glob("clock-*.png")):
         taken = int(png.stem.split("-")[1])
         text = subprocess.run(
-            ["tesseract", str(png), "stdout", "--psm", "7"],
+            ["tesseract", str(png), "stdout", "--psm", "7", "-c", "tessedit_char_whitelist=0123456789:.UTC "],
             capture_output=True, text=True, check=False,
         ).stdout
         m = CLOCK.search(text.replace(" ", ""))

@@ -1,12 +1,14 @@
-//! Stock players through the edge, as a site embedding one would use it: hls.js with its
-//! defaults plus `lowLatencyMode`, in Debian's chromium (tests/browser/stock.js) on a blank page
-//! of the edge's origin, over HTTP/1.1, HTTP/2 and HTTP/3. Nothing of the watch page is
-//! involved: what the player does with the playlists and parts is what viewers get.
+//! Stock players through the edge, as a site embedding one would use them: hls.js with its
+//! defaults plus `lowLatencyMode`, and Shaka Player (the 4.16 line) with its defaults plus
+//! `streaming.lowLatencyMode`, each in Debian's chromium (tests/browser/stock.js) on a blank
+//! page of the edge's origin, over HTTP/1.1, HTTP/2 and HTTP/3. Nothing of the watch page is
+//! involved: what these players do with the playlists and parts is what viewers get.
 //!
 //! Each run watches for a minute and must see no stall (the picture standing still for more
-//! than 300 ms), the top rung played from early on to the end, and its requests over the
-//! protocol asked for. Latency is reported (glass-to-glass by program date-time) and only
-//! bounded loosely here: BENCHMARKS.md measures it on release builds.
+//! than 300 ms), no hole in what the player buffered, the top rung played from early on to the
+//! end, and its requests over the protocol asked for. Latency is reported (glass-to-glass by
+//! program date-time) and only bounded loosely here: BENCHMARKS.md measures it on release
+//! builds.
 
 use std::path::PathBuf;
 
@@ -75,6 +77,13 @@ fn check(report: &Value, protocol: &str) {
         "{player} over {protocol}: the picture stood still (longest {} ms)",
         report["longestStallMs"]
     );
+    // One range from where playback began: a player that fetched a part but never appended it
+    // (or skipped one) leaves a hole, which it then jumps or stalls on.
+    let buffered = report["bufferedAtEnd"].as_str().unwrap_or("");
+    assert!(
+        !buffered.is_empty() && !buffered.contains(' '),
+        "{player} over {protocol}: holes in the buffer: {buffered}"
+    );
     let top = report["topHeight"]
         .as_u64()
         .expect("the renditions offered");
@@ -97,13 +106,17 @@ fn check(report: &Value, protocol: &str) {
         answered > 0 && ours == answered,
         "{player}: every request over {protocol}: {protocols:?}"
     );
-    let g2g = report["glassToGlass"]["p50"]
-        .as_f64()
-        .expect("glass-to-glass");
-    assert!(
-        (0.2..4.0).contains(&g2g),
-        "{player} over {protocol}: glass-to-glass p50 {g2g} s"
-    );
+    // hls.js dates the frame on screen from the program date-times; Shaka's own date of the
+    // playhead is not (it can even lie ahead of now), so only hls.js's is bounded.
+    if player == "hlsjs" {
+        let g2g = report["glassToGlass"]["p50"]
+            .as_f64()
+            .expect("glass-to-glass");
+        assert!(
+            (0.2..4.0).contains(&g2g),
+            "{player} over {protocol}: glass-to-glass p50 {g2g} s"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,6 +138,7 @@ async fn stock_players_play_without_a_stall_at_the_top_rung() {
         ),
         ("hlsjs", format!("https://{tls}{path}"), None, "h2"),
         ("hlsjs", format!("https://{tls}{path}"), Some(cert), "h3"),
+        ("shaka", format!("https://{tls}{path}"), None, "h2"),
     ];
     let mut reports = Vec::new();
     for (player, url, cert, protocol) in runs {

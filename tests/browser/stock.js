@@ -14,7 +14,8 @@
 // prints one JSON report:
 //   startupMs     from attaching the player to the first frame playing
 //   stalls        times the picture stood still for more than 300 ms after it started
-//   stallMs, longestStallMs, stallLog (where each stall began: currentTime, buffered ranges)
+//   stallMs, longestStallMs, stallLog (where each stall began: currentTime, buffered ranges),
+//   bufferedAtEnd (the buffered ranges when the run ends: a hole shows there)
 //   glassToGlass  {p50, p95, samples}: now − the program date-time of the frame on screen
 //   latency       {p50, p95}: the player's own distance to the live edge
 //   heights       the rendition heights offered; topHeight; the height played each second
@@ -24,6 +25,8 @@
 //   partFetchMs   {p50, p95}: request to last byte of the parts the player fetched
 //   trace         with STOCK_TRACE set: hls.js's own log lines about CDN tune-in (a playlist's
 //                 Age moving its requests ahead), stalls, gaps and nudges (at most 300)
+//   requests      with STOCK_REQUESTS set: [start s, end s, path] of every playlist and media
+//                 request, the first 3000
 //   clock         with STOCK_CLOCK_DIR set: every 5 s the bottom of the picture on screen is
 //                 saved there as clock-<epoch ms>.png (the test source burns its UTC clock
 //                 there), for the benchmark to read glass-to-glass off the picture itself
@@ -62,7 +65,7 @@ function chromiumArgs(url, certPath) {
 }
 
 // Runs in the page: starts PLAYER on MASTER and keeps the measurements in window.stock.
-function inPage({ player, master, clock, trace }) {
+function inPage({ player, master, clock, trace, requests }) {
   const video = document.querySelector('video');
   // Muted autoplay, as an embedded live player starts.
   video.muted = true;
@@ -83,6 +86,7 @@ function inPage({ player, master, clock, trace }) {
     frames: [],
     trace: [],
     stallLog: [],
+    requests: [],
   };
   window.stock = s;
   new PerformanceObserver((list) => {
@@ -91,6 +95,10 @@ function inPage({ player, master, clock, trace }) {
       const p = e.nextHopProtocol || 'unknown';
       s.protocols[p] = (s.protocols[p] || 0) + 1;
       if (/\.\d+\.m4s(\?|$)/.test(e.name) && e.responseEnd > 0) s.partFetchMs.push(e.responseEnd - e.requestStart);
+      if (requests && s.requests.length < 3000) {
+        const u = new URL(e.name);
+        s.requests.push([+(e.startTime / 1000).toFixed(3), +(e.responseEnd / 1000).toFixed(3), u.pathname + u.search]);
+      }
     }
   }).observe({ type: 'resource', buffered: true });
   performance.setResourceTimingBufferSize(100000);
@@ -181,12 +189,24 @@ function inPage({ player, master, clock, trace }) {
       canvas.width = w;
       canvas.height = h;
       const at = Date.now();
-      canvas.getContext('2d').drawImage(video, 0, video.videoHeight - h, w, h, 0, 0, w, h);
+      const ctx = canvas.getContext('2d', { willReadFrequently: true });
+      ctx.drawImage(video, 0, video.videoHeight - h, w, h, 0, 0, w, h);
+      // Black on white for OCR: the burnt-in text is the only white there.
+      const img = ctx.getImageData(0, 0, w, h);
+      const d = img.data;
+      for (let i = 0; i < d.length; i += 4) {
+        const v = d[i] > 190 && d[i + 1] > 190 && d[i + 2] > 190 ? 0 : 255;
+        d[i] = d[i + 1] = d[i + 2] = v;
+      }
+      ctx.putImageData(img, 0, 0);
       s.frames.push({ at, png: canvas.toDataURL('image/png') });
     }, 5000);
   }
   window.takeFrames = () => s.frames.splice(0);
   window.stockReport = () => {
+    const b = video.buffered;
+    s.bufferedAtEnd = [];
+    for (let i = 0; i < b.length; i++) s.bufferedAtEnd.push(`${b.start(i).toFixed(3)}-${b.end(i).toFixed(3)}`);
     // A stall still in progress counts too.
     if (stillSince !== null && performance.now() - stillSince > 300) {
       const ms = performance.now() - stillSince;
@@ -223,9 +243,10 @@ async function main() {
     // A same-origin blank document: the edge's health answer, replaced by the player's page.
     await page.goto(`${url.origin}/healthz`, { timeout: 20000 });
     await page.setContent('<!doctype html><title>stock player</title><video width="640" height="360"></video>');
-    await page.addScriptTag({ path: LIBRARIES[player] });
+    // STOCK_LIBRARY: another build of the player (another version, to compare).
+    await page.addScriptTag({ path: process.env.STOCK_LIBRARY || LIBRARIES[player] });
     const clock = process.env.STOCK_CLOCK_DIR || null;
-    await page.evaluate(inPage, { player, master, clock: Boolean(clock), trace: Boolean(process.env.STOCK_TRACE) });
+    await page.evaluate(inPage, { player, master, clock: Boolean(clock), trace: Boolean(process.env.STOCK_TRACE), requests: Boolean(process.env.STOCK_REQUESTS) });
     // Watch; picture samples are written out as they come, not held in the page.
     const end = Date.now() + Number(seconds) * 1000;
     while (Date.now() < end) {
@@ -249,6 +270,7 @@ async function main() {
         stallMs: Math.round(s.stallMs),
         longestStallMs: Math.round(s.longestStallMs),
         stallLog: s.stallLog,
+        bufferedAtEnd: s.bufferedAtEnd.join(' '),
         glassToGlass: { p50: round3(percentile(s.g2g, 50)), p95: round3(percentile(s.g2g, 95)), samples: s.g2g.length },
         latency: { p50: round3(percentile(s.latency, 50)), p95: round3(percentile(s.latency, 95)) },
         partFetchMs: { p50: round3(percentile(s.partFetchMs, 50)), p95: round3(percentile(s.partFetchMs, 95)) },
@@ -259,6 +281,7 @@ async function main() {
         protocols: s.protocols,
         errors: s.errors,
         trace: s.trace,
+        requests: s.requests,
       })}\n`,
     );
   } finally {

@@ -9,6 +9,7 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
+use super::bitrate::Bitrate;
 use super::log::{MediaLog, SegmentEntry};
 use super::params::LlhlsParams;
 
@@ -254,6 +255,8 @@ pub struct VideoVariant {
     pub frame_rate: Option<f64>,
     /// Video bit rate the encoder aims at, bits per second.
     pub bitrate: u64,
+    /// What the rendition sends, once measured.
+    pub measured: Option<Bitrate>,
 }
 
 /// The audio rendition of the multivariant playlist.
@@ -267,16 +270,33 @@ pub struct AudioVariant {
     pub channels: u16,
     /// Bit rate, bits per second.
     pub bitrate: u64,
+    /// What the rendition sends, once measured.
+    pub measured: Option<Bitrate>,
 }
 
 /// Headroom of `BANDWIDTH` (peak) over the encoders' target, for container overhead and VBV
-/// peaks.
+/// peaks, until a rendition is measured.
 const PEAK_FACTOR: f64 = 1.2;
-/// Headroom of `AVERAGE-BANDWIDTH` over the encoders' target, for container overhead.
+/// Headroom of `AVERAGE-BANDWIDTH` over the encoders' target, for container overhead, until a
+/// rendition is measured.
 const AVERAGE_FACTOR: f64 = 1.05;
 
+/// (peak, average) bits per second of a rendition: what it was measured to send, or else its
+/// encoder's target with headroom.
+fn rates(target: u64, measured: Option<Bitrate>) -> (u64, u64) {
+    match measured {
+        Some(b) => (b.peak, b.average),
+        None => (
+            (target as f64 * PEAK_FACTOR).round() as u64,
+            (target as f64 * AVERAGE_FACTOR).round() as u64,
+        ),
+    }
+}
+
 /// Renders the multivariant playlist: one audio group, one variant per video rendition (each
-/// with the audio group), and an audio-only variant last.
+/// with the audio group), and an audio-only variant last. A variant's `BANDWIDTH` is the sum of
+/// its renditions' peak segment rates and `AVERAGE-BANDWIDTH` of their mean rates, measured
+/// where known (see [`super::bitrate`]).
 pub fn multivariant_playlist(video: &[VideoVariant], audio: Option<&AudioVariant>) -> String {
     let mut out = String::with_capacity(1024);
     out.push_str("#EXTM3U\n");
@@ -289,14 +309,14 @@ pub fn multivariant_playlist(video: &[VideoVariant], audio: Option<&AudioVariant
             a.name, a.channels, a.name
         );
     }
-    let audio_bits = audio.map_or(0, |a| a.bitrate);
+    let (audio_peak, audio_average) = audio.map_or((0, 0), |a| rates(a.bitrate, a.measured));
     for v in video {
-        let total = (v.bitrate + audio_bits) as f64;
+        let (peak, average) = rates(v.bitrate, v.measured);
         let _ = write!(
             out,
             "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={}",
-            (total * PEAK_FACTOR).round() as u64,
-            (total * AVERAGE_FACTOR).round() as u64
+            peak + audio_peak,
+            average + audio_average
         );
         let codecs: Vec<&str> = [v.codec.as_deref(), audio.and_then(|a| a.codec.as_deref())]
             .into_iter()
@@ -318,12 +338,9 @@ pub fn multivariant_playlist(video: &[VideoVariant], audio: Option<&AudioVariant
         let _ = writeln!(out, "\n{}/index.m3u8", v.name);
     }
     if let Some(a) = audio {
-        let bits = a.bitrate as f64;
         let _ = write!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={}",
-            (bits * PEAK_FACTOR).round() as u64,
-            (bits * AVERAGE_FACTOR).round() as u64
+            "#EXT-X-STREAM-INF:BANDWIDTH={audio_peak},AVERAGE-BANDWIDTH={audio_average}"
         );
         if let Some(codec) = &a.codec {
             let _ = write!(out, ",CODECS=\"{codec}\"");

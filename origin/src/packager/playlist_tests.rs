@@ -549,6 +549,7 @@ fn ladder() -> (Vec<VideoVariant>, AudioVariant) {
         resolution: Some((w, h)),
         frame_rate: Some(30.0),
         bitrate: kbps * 1000,
+        measured: None,
     };
     (
         vec![v("720p", 1280, 720, 2800), v("360p", 640, 360, 800)],
@@ -557,6 +558,7 @@ fn ladder() -> (Vec<VideoVariant>, AudioVariant) {
             codec: Some("mp4a.40.2".into()),
             channels: 2,
             bitrate: 128_000,
+            measured: None,
         },
     )
 }
@@ -620,4 +622,32 @@ fn an_unknown_codec_leaves_codecs_out_rather_than_wrong() {
     let text = multivariant_playlist(&video, Some(&audio));
     let first = attrs(tag(&text, "#EXT-X-STREAM-INF")[0]);
     assert!(!first.contains_key("CODECS"));
+}
+
+#[test]
+fn measured_renditions_set_bandwidth_to_what_they_send() {
+    let (mut video, mut audio) = ladder();
+    // The 720p rung measured well below its 2.8 Mb/s target; 360p not measured yet.
+    video[0].measured = Some(Bitrate {
+        peak: 1_500_000,
+        average: 1_200_000,
+    });
+    audio.measured = Some(Bitrate {
+        peak: 140_000,
+        average: 131_000,
+    });
+    let text = multivariant_playlist(&video, Some(&audio));
+    let variants = tag(&text, "#EXT-X-STREAM-INF");
+    let first = attrs(variants[0]);
+    assert_eq!(first["BANDWIDTH"], "1640000", "peaks of video and audio");
+    assert_eq!(first["AVERAGE-BANDWIDTH"], "1331000");
+    let second = attrs(variants[1]);
+    assert_eq!(
+        second["BANDWIDTH"],
+        (960_000 + 140_000).to_string(),
+        "the target with headroom until measured"
+    );
+    let audio_only = attrs(variants[2]);
+    assert_eq!(audio_only["BANDWIDTH"], "140000");
+    assert_eq!(audio_only["AVERAGE-BANDWIDTH"], "131000");
 }

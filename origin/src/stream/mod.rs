@@ -20,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::packager::bitrate::{self, Bitrate};
 use crate::packager::blocking::{BlockingLimits, Verdict};
 use crate::packager::cue::{Cue, CueKind, dateranges};
 use crate::packager::log::MediaLog;
@@ -229,7 +230,8 @@ pub struct Stream {
     fps: u32,
     renditions: Vec<Rendition>,
     status: Mutex<StreamStatus>,
-    master: Mutex<Option<Bytes>>,
+    /// The multivariant playlist last rendered, with the measurements it was rendered from.
+    master: Mutex<Option<(Vec<Option<Bitrate>>, Bytes)>>,
     /// The current transcoder run's epoch, once anchored.
     epoch: Mutex<Option<EpochInfo>>,
     /// Bumped whenever a rendition's track becomes known or changes.
@@ -395,14 +397,22 @@ impl Stream {
         self.states.subscribe()
     }
 
-    /// The multivariant playlist, once every rendition's init segment is known.
+    /// The multivariant playlist, once every rendition's init segment is known, with each
+    /// rendition's measured bit rates once it has a few complete segments.
     pub fn master_playlist(&self) -> Option<Bytes> {
-        if let Some(cached) = self.master.lock().clone() {
-            return Some(cached);
+        let measured: Vec<Option<Bitrate>> = self
+            .renditions
+            .iter()
+            .map(|r| r.with_log(|log| bitrate::measure(log.listed(), self.params.segment_duration)))
+            .collect();
+        if let Some((from, body)) = self.master.lock().as_ref()
+            && *from == measured
+        {
+            return Some(body.clone());
         }
         let mut video = Vec::new();
         let mut audio = None;
-        for r in &self.renditions {
+        for (r, measured) in self.renditions.iter().zip(measured.iter().copied()) {
             let track = r.track()?;
             let bitrate = r.spec.bitrate.map_or(0, |b| b.0);
             match (&r.spec.kind, &track.media) {
@@ -412,6 +422,7 @@ impl Stream {
                         codec: track.codec.clone(),
                         channels: *channels,
                         bitrate,
+                        measured,
                     });
                 }
                 (RenditionKind::Video { .. }, media) => {
@@ -425,12 +436,13 @@ impl Stream {
                         resolution,
                         frame_rate: Some(f64::from(self.fps)),
                         bitrate,
+                        measured,
                     });
                 }
             }
         }
         let body = Bytes::from(multivariant_playlist(&video, audio.as_ref()));
-        *self.master.lock() = Some(body.clone());
+        *self.master.lock() = Some((measured, body.clone()));
         Some(body)
     }
 
