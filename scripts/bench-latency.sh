@@ -92,13 +92,21 @@ YAML
     pids+=($!)
     target/release/edge --config "$dir/edge.yaml" >"$dir/edge.log" 2>&1 &
     pids+=($!)
+    for _ in $(seq 300); do
+        curl -sf "http://127.0.0.1:$o_http/healthz" >/dev/null && break
+        sleep 0.1
+    done
     [[ $source == rtmp ]] && publish "rtmp://127.0.0.1:$rtmp/live/bench-key"
     top=$(sed -n '/^  ladder:/,/^[a-z]/p' conf/local.yaml | grep -m1 -o 'name: [^,]*' | cut -d' ' -f2)
     for _ in $(seq 300); do
         curl -sf "http://127.0.0.1:$e_http/live/$name/$top/index.m3u8" >/dev/null && break
         sleep 0.1
     done
-    curl -sf "http://127.0.0.1:$e_http/live/$name/$top/index.m3u8" >"$dir/playlist.m3u8"
+    if ! curl -sf "http://127.0.0.1:$e_http/live/$name/$top/index.m3u8" >"$dir/playlist.m3u8"; then
+        echo "$source: the stream never went live; see $dir/origin.log" >&2
+        stop_all
+        continue
+    fi
     for player in $PLAYERS; do
         for protocol in $PROTOCOLS; do
             case $protocol in
@@ -113,6 +121,24 @@ YAML
             metrics >"$run.after.prom"
             echo "$source $player $protocol: $(cat "$run.json")" >&2
         done
+    done
+    # The server's side of the clock: the first frame of each of the last complete segments of
+    # the top rung, as the origin serves it, with its program date-time (the report reads the
+    # clock off each and compares).
+    mkdir -p "$dir/segments"
+    curl -sf "http://127.0.0.1:$o_http/live/$name/$top/index.m3u8" >"$dir/segments/index.m3u8"
+    python3 - "$dir/segments/index.m3u8" <<'PY' | while read -r pdt init uri; do
+import re, sys
+text = open(sys.argv[1]).read()
+init = re.findall(r'#EXT-X-MAP:URI="([^"]+)"', text)[-1]
+for pdt, uri in re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)\n(?:#EXT-X-PART:[^\n]*\n)*#EXTINF:[^\n]*\n(\S+)", text)[-5:]:
+    print(pdt, init, uri)
+PY
+        base="http://127.0.0.1:$o_http/live/$name/$top"
+        { curl -sf "$base/$init"; curl -sf "$base/$uri"; } |
+            ffmpeg -hide_banner -loglevel error -i - -frames:v 1 \
+                -vf "crop=iw:ih/5:0:ih*4/5,format=rgb24,geq=r='255*(1-gt(r(X\,Y)\,190)*gt(g(X\,Y)\,190)*gt(b(X\,Y)\,190))':g='255*(1-gt(r(X\,Y)\,190)*gt(g(X\,Y)\,190)*gt(b(X\,Y)\,190))':b='255*(1-gt(r(X\,Y)\,190)*gt(g(X\,Y)\,190)*gt(b(X\,Y)\,190))'" \
+                -y "$dir/segments/first-frame-$pdt.png" || true
     done
     stop_all
 done

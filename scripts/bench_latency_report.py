@@ -6,6 +6,7 @@ latency, and the budget's stages: the origin's publish lag over the run (its his
 part target and PART-HOLD-BACK of the playlist, and how long parts took to reach the player.
 """
 import json
+from datetime import datetime
 import re
 import statistics
 import subprocess
@@ -18,24 +19,49 @@ CLOCK = re.compile(r"(\d\d):(\d\d):(\d\d)[.,:](\d\d\d)")
 DAY_MS = 86_400_000
 
 
+def read_clock(png):
+    """The UTC clock burnt into a picture, as milliseconds of the day, or None."""
+    text = subprocess.run(
+        ["tesseract", str(png), "stdout", "--psm", "7", "-c", "tessedit_char_whitelist=0123456789:.UTC "],
+        capture_output=True, text=True, check=False,
+    ).stdout
+    m = CLOCK.search(text.replace(" ", ""))
+    if not m:
+        return None
+    h, mi, s, ms = (int(g) for g in m.groups())
+    return ((h * 60 + mi) * 60 + s) * 1000 + ms
+
+
+def since(later_ms, earlier_ms):
+    """Seconds from one time of day to a later one; None past a minute (a misread digit)."""
+    diff = (later_ms - earlier_ms) % DAY_MS
+    if diff > DAY_MS // 2:
+        diff -= DAY_MS
+    return diff / 1000 if abs(diff) < 60_000 else None
+
+
 def clock_g2g(directory):
     """Seconds between taking each saved picture and the UTC clock shown in it."""
     values = []
     for png in sorted(Path(directory).glob("clock-*.png")):
-        taken = int(png.stem.split("-")[1])
-        text = subprocess.run(
-            ["tesseract", str(png), "stdout", "--psm", "7", "-c", "tessedit_char_whitelist=0123456789:.UTC "],
-            capture_output=True, text=True, check=False,
-        ).stdout
-        m = CLOCK.search(text.replace(" ", ""))
-        if not m:
-            continue
-        h, mi, s, ms = (int(g) for g in m.groups())
-        shown = ((h * 60 + mi) * 60 + s) * 1000 + ms
-        diff = (taken % DAY_MS - shown) % DAY_MS
-        # Over a minute is a misread digit, not a latency.
-        if diff < 60_000:
-            values.append(diff / 1000)
+        shown = read_clock(png)
+        taken = int(png.stem.split("-")[1]) % DAY_MS
+        d = since(taken, shown) if shown is not None else None
+        if d is not None:
+            values.append(d)
+    return values
+
+
+def pdt_minus_clock(directory):
+    """For the first frame of each saved segment: its program date-time − the clock it shows."""
+    values = []
+    for png in sorted(Path(directory).glob("first-frame-*.png")):
+        shown = read_clock(png)
+        pdt = datetime.fromisoformat(png.stem[len("first-frame-"):].replace("Z", "+00:00"))
+        dated = (pdt.hour * 3600 + pdt.minute * 60 + pdt.second) * 1000 + pdt.microsecond // 1000
+        d = since(dated, shown) if shown is not None else None
+        if d is not None:
+            values.append(d)
     return values
 
 
@@ -90,7 +116,10 @@ def main(out):
                 f"| {fmt(lag_p50 and lag_p50 * 1000, 'ms', 0)} | {fmt(r['partFetchMs']['p50'], 'ms', 0)} |"
             )
     for source, (part, phb) in timing.items():
-        print(f"\n{source}: PART-TARGET {part} s, PART-HOLD-BACK {phb} s")
+        offsets = pdt_minus_clock(out / source / "segments")
+        dating = (f"; a segment's program date-time is {fmt(statistics.median(offsets) * 1000, 'ms', 0)} after the "
+                  f"clock in its first frame (median of {len(offsets)})") if offsets else ""
+        print(f"\n{source}: PART-TARGET {part} s, PART-HOLD-BACK {phb} s{dating}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@
 # Installs the test clients that come from PyPI and npm, pinned, under target/ and tests/
 # (never system-wide): aioquic (an HTTP/3 client independent of the edge's stack) in
 # target/pyenv, and playwright-core (to drive Debian's chromium) and Shaka Player (a second
-# stock MSE player) in tests/browser. Does
-# nothing when they are there already. The system packages they need (python3-venv, nodejs,
-# npm, chromium) come from scripts/install-deps.sh.
+# stock MSE player) in tests/browser. Does nothing when they are there already. The system
+# packages they need (python3-venv, nodejs, npm, chromium) come from scripts/install-deps.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

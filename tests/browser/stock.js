@@ -9,6 +9,8 @@
 // (QUIC trusts a self-signed certificate only by its key's hash); an https:// URL without CERT
 // is HTTP/2 (or HTTP/1.1) over TLS.
 //
+// STOCK_LIBRARY names another build of the player to load instead (to compare versions).
+//
 // The page is a blank document of the edge's own origin (so that every request is same-origin
 // and its resource timing names its protocol) holding one <video>. It watches for SECONDS and
 // prints one JSON report:
@@ -16,7 +18,9 @@
 //   stalls        times the picture stood still for more than 300 ms after it started
 //   stallMs, longestStallMs, stallLog (where each stall began: currentTime, buffered ranges),
 //   bufferedAtEnd (the buffered ranges when the run ends: a hole shows there)
-//   glassToGlass  {p50, p95, samples}: now − the program date-time of the frame on screen
+//   glassToGlass  {p50, p95, samples}: now − the program date-time of the frame on screen, as
+//                 the player dates it (hls.js's playingDate; Shaka's playhead date is not
+//                 reliable: it has come out negative, so read the clock instead)
 //   latency       {p50, p95}: the player's own distance to the live edge
 //   heights       the rendition heights offered; topHeight; the height played each second
 //   topFromS      the first second from which the top rung was played to the end (null: never)
@@ -112,7 +116,7 @@ function inPage({ player, master, clock, trace, requests }) {
       // Only where hls.js logs to: its behaviour is the same.
       const keep = (...args) => {
         const line = args.map(String).join(' ');
-        if (s.trace.length < 300 && /tune-in|stall|gap|nudg|skip/i.test(line)) {
+        if (s.trace.length < 300 && /tune-in|stall|gap|nudg/i.test(line)) {
           s.trace.push(`${((performance.now() - s.started) / 1000).toFixed(2)} ${line}`);
         }
       };
