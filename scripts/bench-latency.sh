@@ -35,13 +35,9 @@ trap stop_all EXIT
 
 cargo build --release --bins -p corral-origin -p corral-edge
 
-free_ports() {
-    python3 -c 'import socket,sys; s=[socket.socket() for _ in range(int(sys.argv[1]))]; [x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])' "$1"
-}
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=bench edge" -addext "subjectAltName=IP:127.0.0.1" \
-    -keyout "$out/edge.key" -out "$out/edge.crt" 2>/dev/null
+# shellcheck source=scripts/bench-stack.sh
+. scripts/bench-stack.sh
+bench_cert "$out"
 
 # The publisher: 720p30 colour bars with the UTC clock burnt in at capture, 2 s GOP, over RTMP.
 publish() { # URL
@@ -68,12 +64,8 @@ for source in $SOURCES; do
         name=studio
     fi
     {
-        echo "http: { listen: 127.0.0.1:$o_http }"
-        echo "metrics: { listen: 127.0.0.1:$o_metrics }"
-        echo "ingest: { rtmp: { listen: 127.0.0.1:$rtmp }, srt: { listen: 127.0.0.1:$srt } }"
-        echo "archive: { path: $dir/archive }"
         # The ladder and LL-HLS timing of make run, from its own config.
-        sed -n '/^transcoder:/,/^[a-z]/p' conf/local.yaml | sed '$d'
+        origin_yaml_head "$o_http" "$o_metrics" "$rtmp" "$srt" "$dir/archive"
         if [[ -n ${BENCH_PART:-} ]]; then
             echo "llhls: { part_target: $BENCH_PART }"
         else

@@ -20,23 +20,15 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait' EXIT
 
 cargo build --release --bins -p corral-origin -p corral-edge -p corral-chat-relay
 
-free_ports() {
-    python3 -c 'import socket,sys; s=[socket.socket() for _ in range(int(sys.argv[1]))]; [x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])' "$1"
-}
+# shellcheck source=scripts/bench-stack.sh
+. scripts/bench-stack.sh
 read -r o_http o_metrics rtmp srt e_http e_tls e_metrics c_http c_metrics <<<"$(free_ports 9)"
 
 {
-    echo "http: { listen: 127.0.0.1:$o_http }"
-    echo "metrics: { listen: 127.0.0.1:$o_metrics }"
-    echo "ingest: { rtmp: { listen: 127.0.0.1:$rtmp }, srt: { listen: 127.0.0.1:$srt } }"
-    echo "archive: { path: $out/archive }"
-    # The ladder of make run, from its own config.
-    sed -n '/^transcoder:/,/^[a-z]/p' conf/local.yaml | sed '$d'
+    origin_yaml_head "$o_http" "$o_metrics" "$rtmp" "$srt" "$out/archive"
     echo "streams: [ { name: demo, source: testsrc } ]"
 } >"$out/origin.yaml"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=bench edge" -addext "subjectAltName=IP:127.0.0.1" \
-    -keyout "$out/edge.key" -out "$out/edge.crt" 2>/dev/null
+bench_cert "$out"
 cat >"$out/edge.yaml" <<YAML
 listen: 127.0.0.1:$e_http
 tls_listen: 127.0.0.1:$e_tls

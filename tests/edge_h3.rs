@@ -429,27 +429,10 @@ async fn chromium_fetches_a_playlist_and_a_part_over_http3() {
         .clone();
     let paths = [PLAYLIST.to_string(), format!("/live/demo/360p/{part}")];
     let part_bytes = edge.get(&paths[1]).await.body.len();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/h3_fetch.js");
     let ca = edge.ca.clone().expect("tls");
-    let base = https(&edge, "");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(script)
-            .arg(base)
-            .arg(ca)
-            .args(paths)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .expect("chromium");
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("the script's JSON report");
+    let mut args: Vec<std::ffi::OsString> = vec![https(&edge, "").into(), ca.into()];
+    args.extend(paths.into_iter().map(Into::into));
+    let report = corral_e2e::browser_script_report("h3_fetch.js", args).await;
     assert_eq!(report["navigation"]["protocol"], "h3", "{report}");
     let fetches = report["fetches"].as_array().expect("fetches");
     assert_eq!(fetches.len(), 2);

@@ -10,10 +10,11 @@
 //! program date-time) and only bounded loosely here: BENCHMARKS.md measures it on release
 //! builds.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use corral_e2e::edge::{Edge, live_playlist, origin_config};
-use corral_e2e::{Origin, SERIAL};
+use corral_e2e::{Origin, SERIAL, browser_script_report};
 use serde_json::Value;
 
 /// How long each player watches.
@@ -24,33 +25,13 @@ const TOP_BY_SECOND: u64 = 15;
 
 /// Runs tests/browser/stock.js; its JSON report.
 async fn watch(player: &str, master: String, cert: Option<PathBuf>) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/stock.js");
-    let player = player.to_string();
-    let run = tokio::task::spawn_blocking(move || {
-        let mut command = std::process::Command::new("node");
-        command
-            .arg(script)
-            .arg(player)
-            .arg(master)
-            .arg(WATCH_SECONDS.to_string());
-        if let Some(cert) = cert {
-            command.arg(cert);
-        }
-        command.output().expect("node runs")
-    })
-    .await
-    .expect("the browser");
-    assert!(
-        run.status.success(),
-        "the stock player script failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the script's JSON report ({e}): {}",
-            String::from_utf8_lossy(&run.stdout)
-        )
-    })
+    let mut args: Vec<OsString> = vec![
+        player.into(),
+        master.into(),
+        WATCH_SECONDS.to_string().into(),
+    ];
+    args.extend(cert.map(OsString::from));
+    browser_script_report("stock.js", args).await
 }
 
 /// What a viewer must have seen; `protocol` is resource timing's name for the protocol

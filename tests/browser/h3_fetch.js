@@ -8,32 +8,11 @@
 // public key's hash (--ignore-certificate-errors-spki-list), as a self-signed one must be
 // for QUIC; --origin-to-force-quic-on makes chromium use HTTP/3 without an Alt-Svc round.
 'use strict';
-const crypto = require('crypto');
-const fs = require('fs');
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium');
 
 async function main() {
   const [base, certPath, ...paths] = process.argv.slice(2);
-  const cert = new crypto.X509Certificate(fs.readFileSync(certPath));
-  const spki = crypto
-    .createHash('sha256')
-    .update(cert.publicKey.export({ type: 'spki', format: 'der' }))
-    .digest('base64');
-  const origin = new URL(base);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--no-sandbox',
-      '--headless=new',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--enable-quic',
-      `--origin-to-force-quic-on=${origin.host}`,
-      `--ignore-certificate-errors-spki-list=${spki}`,
-    ],
-  });
+  const browser = await launch({ quic: { origin: new URL(base), cert: certPath } });
   try {
     const page = await browser.newPage();
     const response = await page.goto(`${base}/healthz`, { timeout: 20000 });

@@ -35,38 +35,14 @@
 //                 saved there as clock-<epoch ms>.png (the test source burns its UTC clock
 //                 there), for the benchmark to read glass-to-glass off the picture itself
 'use strict';
-const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium');
 
 const LIBRARIES = {
   hlsjs: path.join(__dirname, '../../web/node_modules/hls.js/dist/hls.min.js'),
   shaka: path.join(__dirname, 'node_modules/shaka-player/dist/shaka-player.compiled.js'),
 };
-
-function chromiumArgs(url, certPath) {
-  const args = [
-    '--no-sandbox',
-    '--headless=new',
-    '--autoplay-policy=no-user-gesture-required',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-  ];
-  if (certPath) {
-    const cert = new crypto.X509Certificate(fs.readFileSync(certPath));
-    const spki = crypto
-      .createHash('sha256')
-      .update(cert.publicKey.export({ type: 'spki', format: 'der' }))
-      .digest('base64');
-    args.push('--enable-quic', `--origin-to-force-quic-on=${url.host}`, `--ignore-certificate-errors-spki-list=${spki}`);
-  }
-  return args;
-}
 
 // Runs in the page: starts PLAYER on MASTER and keeps the measurements in window.stock.
 function inPage({ player, master, clock, trace, requests }) {
@@ -235,10 +211,7 @@ async function main() {
     throw new Error('usage: node stock.js hlsjs|shaka MASTER_URL SECONDS [CERT.pem]');
   }
   const url = new URL(master);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: chromiumArgs(url, certPath),
-  });
+  const browser = await launch({ playback: true, quic: certPath ? { origin: url, cert: certPath } : null });
   try {
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const page = await context.newPage();

@@ -24,30 +24,14 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
-const { chromium } = require('playwright-core');
+const chromium = require('./chromium');
 
 const PHONE = { width: 390, height: 844 };
 const TV = { width: 1920, height: 1080 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function launch() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--no-sandbox',
-      '--headless=new',
-      '--autoplay-policy=no-user-gesture-required',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      // Two viewers in one headless browser: neither is throttled as a background page.
-      '--disable-background-timer-throttling',
-      '--disable-renderer-backgrounding',
-      '--disable-backgrounding-occluded-windows',
-    ],
-  });
-}
+// Two viewers in one headless browser: neither is throttled as a background page.
+const launch = () => chromium.launch({ playback: true });
 
 async function viewer(browser, name, viewport) {
   const context = await browser.newContext({ viewport, ignoreHTTPSErrors: true });

@@ -50,7 +50,18 @@ pub fn web_root() -> PathBuf {
 /// Runs tests/browser/watch.js (a headless chromium on the watch page) with `args` (its mode
 /// and theirs) to its end; its JSON report.
 pub async fn browser_report(args: Vec<std::ffi::OsString>) -> serde_json::Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/watch.js");
+    browser_script_report("watch.js", args).await
+}
+
+/// Runs the node script `script` of tests/browser/ with `args` to its end; the one JSON report
+/// it prints.
+pub async fn browser_script_report(
+    script: &str,
+    args: Vec<std::ffi::OsString>,
+) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("browser")
+        .join(script);
     let run = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)

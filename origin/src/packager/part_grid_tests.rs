@@ -2,11 +2,11 @@
 //! that cover the same media time under the same (MSN, part index), and none is longer than the
 //! advertised `PART-TARGET`, whatever the frame rate, sample rate and part duration.
 
-use bytes::Bytes;
-use corral_transcoder::fmp4::{NON_SYNC_SAMPLE_FLAGS, SYNC_SAMPLE_FLAGS, Sample};
+use corral_transcoder::fmp4::Sample;
 use proptest::prelude::*;
 
 use super::params::{LlhlsParams, MediaTiming};
+use super::segmenter::tests::sample;
 use super::segmenter::{BoundaryPolicy, Segmenter, SegmenterConfig, SegmenterOutput};
 
 /// Media time 10 s, where the transcoder puts the grid's origin.
@@ -32,20 +32,6 @@ fn segmenter(params: &LlhlsParams, timescale: u32, video: bool) -> Segmenter {
         video,
         policy: BoundaryPolicy::Grid,
     })
-}
-
-fn sample(decode_time: u64, duration: u32, sync: bool) -> Sample {
-    Sample {
-        decode_time,
-        duration,
-        flags: if sync {
-            SYNC_SAMPLE_FLAGS
-        } else {
-            NON_SYNC_SAMPLE_FLAGS
-        },
-        composition_offset: 0,
-        data: Bytes::from_static(b"x"),
-    }
 }
 
 fn spans(seg: &mut Segmenter, samples: Vec<Sample>, timescale: u32) -> Vec<Span> {

@@ -1,5 +1,6 @@
-//! Every rule of the LL-HLS checklist (shared/LLHLS.md) that can be checked on a playlist's
-//! text, checked on what the writer renders. Test names carry the rule numbers.
+//! Every server rule of the HLS spec (rfc8216bis) and of Apple's Low-Latency profile that can be
+//! checked on a playlist's text, checked on what the writer renders. Test names carry rule
+//! numbers: the spec's server rules numbered in order, 1 to 99.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};

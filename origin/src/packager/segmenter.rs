@@ -334,7 +334,7 @@ impl Segmenter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use corral_transcoder::fmp4::{NON_SYNC_SAMPLE_FLAGS, SYNC_SAMPLE_FLAGS};
 
@@ -366,7 +366,8 @@ mod tests {
         })
     }
 
-    fn sample(t: u64, duration: u32, sync: bool) -> Sample {
+    /// A one-byte sample at `t` (also used by the cross-rendition tests of the part grid).
+    pub(in crate::packager) fn sample(t: u64, duration: u32, sync: bool) -> Sample {
         Sample {
             decode_time: t,
             duration,
