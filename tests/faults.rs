@@ -28,8 +28,9 @@ use tokio::sync::watch;
 const STREAM: &str = "studio";
 const MASTER: &str = "/live/studio/master.m3u8";
 const PLAYLIST: &str = "/live/studio/180p/index.m3u8";
-/// `PART-TARGET` of the test streams: 1/3 s cells, the longest part 16 AAC frames at 48 kHz.
-const PART_TARGET: f64 = 0.34134;
+/// `PART-TARGET` of the test streams: 1/3 s cells, the longest part 16 AAC frames at 48 kHz
+/// (and a millisecond for a publisher's rounded timestamps).
+const PART_TARGET: f64 = 0.34234;
 /// Watching before the fault.
 const BEFORE: Duration = Duration::from_secs(6);
 /// Watching after the fault (and after the end of a fault that lasts).
@@ -121,6 +122,26 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Keeps what the browser saw (its stalls with where they began) and each tier's log in
+    /// the fault's folder under target/faults, for whoever looks into a failed row.
+    fn keep_logs(&self, fault: &str, seen: &serde_json::Value) {
+        let dir = fault_dir(fault);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("browser.json"), seen.to_string());
+        let _ = std::fs::write(dir.join("edge.log"), self.edge.log());
+        let _ = std::fs::write(dir.join("primary.log"), self.primary.log());
+        let _ = std::fs::write(dir.join("standby.log"), self.standby.log());
+    }
+}
+
+/// Where a fault's screenshots and logs are kept.
+fn fault_dir(fault: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/faults")
+        .join(fault.replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+}
+
 /// The watch page's directory (its hls.js is installed by `make test`'s set-up).
 fn web_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
@@ -145,9 +166,7 @@ impl Browser {
     /// Opens the page and returns once the video plays.
     async fn watch(edge: std::net::SocketAddr, fault: &str) -> Browser {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/watch.js");
-        let out = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/faults")
-            .join(fault.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+        let out = fault_dir(fault);
         let mut child = tokio::process::Command::new("node")
             .arg(script)
             .args(["fault", &format!("http://{edge}")])
@@ -435,6 +454,7 @@ where
         origin_back_seconds: stack.origin_back_seconds,
     };
     row.record();
+    stack.keep_logs(fault, &seen);
     row.check_common();
     row
 }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use corral_e2e::{Origin, Publisher, SERIAL, Scratch, ffprobe, free_port, free_udp_port, metric};
 use corral_loadtest::playlist::MediaPlaylist;
 
-/// `PART-TARGET` of the test streams: 1/3 s cells, the longest part 16 AAC frames at 48 kHz.
-const PART_TARGET: f64 = 0.34134;
+/// `PART-TARGET` of the test streams: 1/3 s cells, the longest part 16 AAC frames at 48 kHz
+/// (and a millisecond for a publisher's rounded timestamps).
+const PART_TARGET: f64 = 0.34234;
 
 struct Ports {
     rtmp: u16,
@@ -242,6 +243,40 @@ async fn good_keys_go_live_over_rtmp_and_srt_at_once_and_wrong_keys_are_refused(
         assert_eq!(probe["streams"][0]["width"], 320);
         let audio = probe_last_segment(&origin, stream, "audio").await;
         assert_eq!(audio["streams"][0]["codec_name"], "aac");
+        // After the run's first segment (which holds AAC's priming frame), every segment is
+        // whole: 1 s of video in three parts of ten frames, none lost to a keyframe the grid
+        // did not expect where the publisher's first frame is not on a boundary, and audio in
+        // three parts on the same cells, none a sliver (each boundary within half an AAC frame
+        // of the video's, so a segment within a frame of 1 s).
+        let video = origin
+            .playlist_with(&format!("/live/{stream}/180p/index.m3u8"), 3)
+            .await;
+        let audio = origin
+            .playlist(&format!("/live/{stream}/audio/index.m3u8"))
+            .await;
+        for (rendition, playlist, within) in [("180p", &video, 0.001), ("audio", &audio, 0.0224)] {
+            let whole: Vec<_> = playlist
+                .segments
+                .iter()
+                .filter(|s| s.uri.is_some() && !s.gap)
+                .skip(1)
+                .collect();
+            assert!(!whole.is_empty(), "{stream} {rendition}: {playlist:?}");
+            for s in whole {
+                let d = s.duration.expect("a complete segment");
+                assert!(
+                    (d - 1.0).abs() <= within,
+                    "{stream} {rendition} segment {}: {d} s",
+                    s.msn
+                );
+                let parts: Vec<f64> = s.parts.iter().map(|p| p.duration).collect();
+                assert!(
+                    parts.is_empty() || (parts.len() == 3 && parts.iter().all(|p| *p > 0.3)),
+                    "{stream} {rendition} segment {}: parts {parts:?}",
+                    s.msn
+                );
+            }
+        }
         let s = api_stream(&origin, stream).await;
         assert_eq!(s["state"], "live");
         assert_eq!(s["ingest"]["protocol"], protocol, "{s}");

@@ -7,8 +7,9 @@ use std::time::Instant;
 use corral_e2e::{Origin, SERIAL, Scratch, TEST_LADDER, attribute, ffprobe};
 use corral_loadtest::playlist::MediaPlaylist;
 
-/// `PART-TARGET` of the test streams: 1/3 s cells, the longest part 16 AAC frames at 48 kHz.
-const PART_TARGET: f64 = 0.34134;
+/// `PART-TARGET` of the test streams: 1/3 s cells, the longest part 16 AAC frames at 48 kHz
+/// (and a millisecond for a publisher's rounded timestamps).
+const PART_TARGET: f64 = 0.34234;
 
 fn config() -> String {
     format!(

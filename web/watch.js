@@ -203,7 +203,7 @@
         const ranges = [];
         for (let i = 0; i < b.length; i++) ranges.push(`${b.start(i).toFixed(3)}-${b.end(i).toFixed(3)}`);
         if (stats.stallLog.length < 50) {
-          stats.stallLog.push({ atMs: Math.round(stallStart), currentTime: video.currentTime, buffered: ranges.join(' '), level: stats.level });
+          stats.stallLog.push({ atMs: Math.round(stallStart), at: new Date().toISOString(), currentTime: video.currentTime, buffered: ranges.join(' '), level: stats.level });
         }
       }
     });

@@ -300,7 +300,8 @@ pub struct LlhlsConfig {
     /// About how long a part lasts, in seconds. Each segment is cut into equal cells of a whole
     /// number of frames near this (2 s at 30 fps and 1/3 s: six parts of ten frames), the same
     /// cells in every rendition; the advertised `PART-TARGET` is the longest part any rendition
-    /// cuts on them (AAC frames never divide a cell evenly: 0.34134 s at 48 kHz here).
+    /// cuts on them and a millisecond for rounded timestamps (AAC frames never divide a cell
+    /// evenly: 0.34234 s at 48 kHz here).
     pub part_target: f64,
     /// Complete segments listed in each media playlist.
     pub playlist_segments: usize,

@@ -83,6 +83,11 @@ pub fn part_cells(segment_duration: f64, wanted: f64, fps: u32) -> u64 {
         .map_or(by_time, |(cells, _)| cells)
 }
 
+/// What a part may run over its samples' nominal durations: a published stream keeps the
+/// publisher's timestamps, which FLV rounds to the millisecond, so sixteen AAC frames can span
+/// up to a millisecond more than sixteen times 1024 samples.
+pub const TIMESTAMP_SLACK: f64 = 0.001;
+
 /// The longest part cut from samples of `sample` seconds on cells of `cell` seconds: the cell
 /// itself when whole samples fill it exactly, else one sample more than fits.
 pub fn longest_part(cell: f64, sample: f64) -> f64 {
@@ -100,8 +105,9 @@ impl LlhlsParams {
     pub fn new(segment_duration: f64, part_target: f64, media: MediaTiming) -> Self {
         let cells = part_cells(segment_duration, part_target, media.fps);
         let cell = segment_duration / cells as f64;
-        let longest =
-            longest_part(cell, media.video_frame()).max(longest_part(cell, media.audio_frame()));
+        let longest = longest_part(cell, media.video_frame())
+            .max(longest_part(cell, media.audio_frame()))
+            + TIMESTAMP_SLACK;
         Self {
             segment_duration,
             parts_per_segment: cells,
@@ -172,7 +178,7 @@ impl LlhlsParams {
 
 impl Default for LlhlsParams {
     /// Two-second segments in six parts of 1/3 s (ten frames at 30 fps); `PART-TARGET` is the
-    /// longest audio part at 48 kHz, 16 AAC frames.
+    /// longest audio part at 48 kHz, 16 AAC frames, and a millisecond of timestamp rounding.
     fn default() -> Self {
         Self::new(2.0, 1.0 / 3.0, MediaTiming::default())
     }
@@ -202,7 +208,7 @@ mod tests {
         );
         assert_eq!(p.advance_part_limit(), 9, "rule 61: 3 / PART-TARGET");
         assert_eq!(p.parts_per_segment, 6);
-        assert_eq!(p.part_target, 0.34134, "16 AAC frames at 48 kHz");
+        assert_eq!(p.part_target, 0.34234, "16 AAC frames at 48 kHz and 1 ms");
         assert_eq!(
             p.part_listed_segments(),
             3,
@@ -250,7 +256,7 @@ mod tests {
         );
         let p = LlhlsParams::new(2.0, 0.2, MediaTiming::default());
         assert_eq!(p.parts_per_segment, 10);
-        assert_eq!(p.part_target, 0.21334, "10 AAC frames at 48 kHz");
+        assert_eq!(p.part_target, 0.21434, "10 AAC frames at 48 kHz and 1 ms");
         assert!((p.part_duration() - 0.2).abs() < 1e-12);
         let p = LlhlsParams::new(
             2.0,
@@ -260,7 +266,7 @@ mod tests {
                 audio_sample_rate: 44_100,
             },
         );
-        assert_eq!(p.part_target, 0.20898, "9 AAC frames at 44.1 kHz");
+        assert_eq!(p.part_target, 0.20998, "9 AAC frames at 44.1 kHz and 1 ms");
         // 23 fps: cells of 7.67 frames, so a video part can be 8 frames.
         let p = LlhlsParams::new(
             2.0,

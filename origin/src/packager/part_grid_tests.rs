@@ -69,11 +69,22 @@ fn video_samples(params: &LlhlsParams, fps: u32, timescale: u32, seconds: u64) -
 }
 
 /// AAC as the transcoder writes it: 1024-sample frames, the first one priming before the origin.
-fn audio_samples(sample_rate: u32, seconds: u64, shift: u64) -> Vec<Sample> {
+/// With `ms_rounded`, each frame's time is the millisecond a publisher's FLV timestamps carried
+/// (ffmpeg keeps them with `-copyts`), so frames are 1016 to 1032 ticks apart at 48 kHz.
+fn audio_samples(sample_rate: u32, seconds: u64, shift: u64, ms_rounded: bool) -> Vec<Sample> {
     let start = ORIGIN_SECS * u64::from(sample_rate) - 1024 + shift;
     let frames = seconds * u64::from(sample_rate) / 1024;
+    let rate = f64::from(sample_rate);
+    let at = |i: u64| {
+        let exact = start + i * 1024;
+        if ms_rounded {
+            ((exact as f64 / rate * 1000.0).round() / 1000.0 * rate).round() as u64
+        } else {
+            exact
+        }
+    };
     (0..frames)
-        .map(|i| sample(start + i * 1024, 1024, true))
+        .map(|i| sample(at(i), (at(i + 1) - at(i)) as u32, true))
         .collect()
 }
 
@@ -85,6 +96,7 @@ fn cut_both(
     video_timescale: u32,
     sample_rate: u32,
     shift: u64,
+    ms_rounded: bool,
 ) -> f64 {
     let seconds = 3 * params.segment_duration.ceil() as u64 + 1;
     let mut v = segmenter(params, video_timescale, true);
@@ -96,7 +108,7 @@ fn cut_both(
     let mut a = segmenter(params, sample_rate, false);
     let audio = spans(
         &mut a,
-        audio_samples(sample_rate, seconds + 1, shift),
+        audio_samples(sample_rate, seconds + 1, shift, ms_rounded),
         sample_rate,
     );
     for p in video.iter().chain(&audio) {
@@ -131,8 +143,20 @@ fn the_local_ladder_cuts_audio_on_the_video_parts() {
     // 30 fps and 48 kHz, 2 s segments of six parts: video parts are ten frames exactly, audio
     // parts 15 or 16 AAC frames, none a leftover sliver at the segment's end.
     let params = LlhlsParams::default();
-    let worst = cut_both(&params, 30, 15_360, 48_000, 0);
+    let worst = cut_both(&params, 30, 15_360, 48_000, 0, false);
     assert!(worst <= 512.0 / 48_000.0 + 1e-9, "{worst}");
+}
+
+#[test]
+fn audio_with_a_publishers_millisecond_timestamps_has_no_sliver_parts() {
+    // A published stream's AAC frames are 21 or 22 ms apart: a frame a few ticks earlier than
+    // the one before predicted still starts the next cell (it used to be cut as a part of one
+    // frame, a 21 ms sliver, three times a segment).
+    let params = LlhlsParams::default();
+    for shift in (0..1024).step_by(8) {
+        let worst = cut_both(&params, 30, 15_360, 48_000, shift, true);
+        assert!(worst <= 1024.0 / 48_000.0 + 0.001, "shift {shift}: {worst}");
+    }
 }
 
 proptest! {
@@ -146,6 +170,7 @@ proptest! {
         wanted in 0.2f64..0.5,
         video_timescale_per_frame in prop::sample::select(vec![0u32, 512, 1000]),
         shift in 0u64..1024,
+        ms_rounded in any::<bool>(),
     ) {
         // The video track's timescale as ffmpeg picks it: a multiple of the frame rate, or 90 kHz.
         let video_timescale = if video_timescale_per_frame == 0 {
@@ -167,8 +192,8 @@ proptest! {
             audio_frame
         } else {
             1.0 / f64::from(fps) + audio_frame / 2.0
-        };
-        let worst = cut_both(&params, fps, video_timescale, sample_rate, shift);
+        } + if ms_rounded { 0.001 } else { 0.0 };
+        let worst = cut_both(&params, fps, video_timescale, sample_rate, shift, ms_rounded);
         prop_assert!(worst <= bound + 1e-6, "{worst} s apart (bound {bound}), {params:?}");
         prop_assert!(params.part_target < wanted * 1.25 + audio_frame, "{params:?}");
     }

@@ -154,6 +154,16 @@ impl Segmenter {
         }
     }
 
+    /// Moves the grid to `grid_origin` (ticks) before the first sample: a run whose keyframes
+    /// are forced from a first frame that does not sit on the offset grid.
+    pub fn set_grid_origin(&mut self, grid_origin: u64) {
+        debug_assert!(
+            self.open.is_none() && self.last_end.is_none(),
+            "samples already cut"
+        );
+        self.config.grid_origin = grid_origin;
+    }
+
     /// What had to be repaired so far.
     pub fn stats(&self) -> SegmenterStats {
         self.stats
@@ -254,8 +264,16 @@ impl Segmenter {
                 awaiting_keyframe: false,
             });
             self.part_index = 0;
+            self.cell = 0;
         }
-        let cell = self.open.map_or(0, |o| self.cell_of(o, dts, duration));
+        // A part closed because the next sample was predicted to start the next cell leaves
+        // `cell` there: a sample that comes a few ticks earlier than predicted (timestamps
+        // rounded to milliseconds by a publisher) still starts that cell, rather than a sliver
+        // part of its own in the cell before.
+        let cell = self
+            .open
+            .map_or(0, |o| self.cell_of(o, dts, duration))
+            .max(if self.part.is_empty() { self.cell } else { 0 });
         if let Some(start) = self.part_start()
             && (cell > self.cell || dts + duration - start > self.part_limit)
         {
@@ -270,9 +288,8 @@ impl Segmenter {
         // Predict: would the next sample, as long as this one, cross the boundary, start the
         // next cell or overflow?
         let end = dts + duration;
-        let next_cell = self
-            .open
-            .is_some_and(|o| self.cell_of(o, end, duration) > self.cell);
+        let predicted = self.open.map_or(0, |o| self.cell_of(o, end, duration));
+        let next_cell = self.open.is_some() && predicted > self.cell;
         let at_boundary = match self.open {
             Some(o) if !o.awaiting_keyframe && self.config.video => end >= o.next_boundary,
             Some(o) if !o.awaiting_keyframe => end + duration / 2 >= o.next_boundary,
@@ -284,7 +301,13 @@ impl Segmenter {
             if self.config.policy == BoundaryPolicy::Grid {
                 self.end_segment(&mut out);
             }
-        } else if next_cell || end + duration - start > self.part_limit {
+        } else if next_cell {
+            self.close_part(&mut out);
+            self.cell = predicted;
+        } else if end + duration - start > self.part_limit + self.frame_slack {
+            // (A next sample predicted to overflow by no more than a millisecond may be a
+            // millisecond shorter, with a publisher's rounded timestamps: it is checked when it
+            // comes rather than leaving a one-frame part.)
             self.close_part(&mut out);
         }
         out

@@ -10,6 +10,14 @@
 //! `anchor + k × segment_duration`. The log turns any hole left by a restart into gaps and puts
 //! a discontinuity and the new init segment before the run's first segment.
 //!
+//! The grid itself starts at the run's first video frame, to the segment: ffmpeg forces a
+//! keyframe every segment counting from the first frame it encodes, and a publisher's kept
+//! timestamps can put that frame anywhere (ffmpeg publishing over RTMP: 1/30 s after the first
+//! audio). The driver holds a run's audio back until its first video fragment, then places every
+//! rendition's grid there, so video segments start on their keyframes with no frame dropped and
+//! audio parts stay on the video's. (A run restarted mid-publish gets its own phase: its
+//! keyframes follow its own first frame.)
+//!
 //! A publish whose timestamps the transcoder keeps (RTMP's, see `corral_transcoder::command`)
 //! has one media clock across its runs: when ffmpeg fails and is restarted within the publish,
 //! the next run resumes the failed run's epoch (its anchor and MSNs) instead of anchoring anew,
@@ -67,7 +75,9 @@ struct Track {
     segmenter: Segmenter,
     timescale: u32,
     track_id: u32,
+    /// Media time 0 of the run's grid, in ticks: the transcoder's offset plus the run's phase.
     grid_origin: u64,
+    video: bool,
     /// The init segment, waiting for the epoch to give it an ID.
     pending_init: Option<Arc<InitSegment>>,
     reported: SegmenterStats,
@@ -110,6 +120,13 @@ pub struct StreamDriver {
     shared_clock: bool,
     /// The epoch of a publish's run that failed, for the next run of the same publish.
     resume: Option<Epoch>,
+    /// Where the run's grid lies past the transcoder's offset, in seconds, once known: the
+    /// phase of its first video frame (ffmpeg forces keyframes every segment from the first
+    /// frame it encodes, which a publisher's timestamps put anywhere), so that every
+    /// rendition's segments and parts start where the video's keyframes are.
+    phase: Option<f64>,
+    /// A run's audio fragments held back until its first video fragment gives the phase.
+    unphased: Vec<(usize, Fragment, SystemTime)>,
 }
 
 /// A command from the stream's controller.
@@ -189,6 +206,8 @@ impl StreamDriver {
             waiting: Vec::new(),
             shared_clock: false,
             resume: None,
+            phase: None,
+            unphased: Vec::new(),
         }
     }
 
@@ -217,6 +236,8 @@ impl StreamDriver {
                 self.epoch = None;
                 self.stream.set_epoch(None);
                 self.waiting.clear();
+                self.phase = None;
+                self.unphased.clear();
                 self.tracks.iter_mut().for_each(|t| *t = None);
             }
             SupervisorEvent::Init {
@@ -253,7 +274,8 @@ impl StreamDriver {
             tracing::error!(stream = %self.stream.name(), rendition = %rendition.name(), "the transcoder's output has the wrong kind of track; ignored");
             return;
         }
-        let grid_origin = MEDIA_TIME_OFFSET_SECS * u64::from(info.timescale);
+        let grid_origin = MEDIA_TIME_OFFSET_SECS * u64::from(info.timescale)
+            + ticks(self.phase.unwrap_or(0.0), info.timescale);
         let params = self.stream.params();
         let segmenter = Segmenter::new(SegmenterConfig {
             track_id: info.track_id,
@@ -274,6 +296,7 @@ impl StreamDriver {
             timescale: info.timescale,
             track_id: info.track_id,
             grid_origin,
+            video,
             pending_init: Some(init),
             reported: SegmenterStats::default(),
         });
@@ -308,6 +331,10 @@ impl StreamDriver {
 
     /// `fragment`, which arrived at `arrived` (earlier, for one held back).
     fn on_fragment_at(&mut self, index: usize, fragment: Fragment, arrived: SystemTime) {
+        if self.phase.is_none() && !self.find_phase(index, &fragment) {
+            self.unphased.push((index, fragment, arrived));
+            return;
+        }
         if self.epoch.is_none() && self.follow == Follow::Waiting {
             if self.waiting.len() < MAX_WAITING_FRAGMENTS {
                 self.waiting.push((index, fragment, arrived));
@@ -405,6 +432,58 @@ impl StreamDriver {
         }));
         for i in 0..self.tracks.len() {
             self.start_epoch_for(i);
+        }
+    }
+
+    /// Whether the run's phase is known once `fragment` of rendition `index` is seen: the first
+    /// video fragment sets it (as does a run without video, or one whose video is too long
+    /// coming); until then audio is held back.
+    fn find_phase(&mut self, index: usize, fragment: &Fragment) -> bool {
+        let Some(track) = self.tracks.get(index).and_then(Option::as_ref) else {
+            return true;
+        };
+        let has_video = self
+            .stream
+            .renditions()
+            .iter()
+            .any(|r| matches!(r.spec().kind, RenditionKind::Video { .. }));
+        let first = fragment
+            .tracks
+            .iter()
+            .find(|r| r.track_id == track.track_id)
+            .map(|r| r.decode_time);
+        let phase = match first {
+            Some(t) if track.video => {
+                let offset = MEDIA_TIME_OFFSET_SECS * u64::from(track.timescale);
+                let media = (t as f64 - offset as f64) / f64::from(track.timescale);
+                grid_phase(media, self.stream.params().segment_duration)
+            }
+            _ if !has_video => 0.0,
+            _ if self.unphased.len() >= MAX_WAITING_FRAGMENTS => {
+                tracing::warn!(stream = %self.stream.name(), "no video from the transcoder; audio cut on the unshifted grid");
+                0.0
+            }
+            _ => return false,
+        };
+        self.set_phase(phase);
+        true
+    }
+
+    /// Puts every rendition's grid `phase` seconds past the transcoder's offset, and handles
+    /// the audio held back for it.
+    fn set_phase(&mut self, phase: f64) {
+        self.phase = Some(phase);
+        for track in self.tracks.iter_mut().flatten() {
+            let origin =
+                MEDIA_TIME_OFFSET_SECS * u64::from(track.timescale) + ticks(phase, track.timescale);
+            track.grid_origin = origin;
+            track.segmenter.set_grid_origin(origin);
+        }
+        if phase > 0.0 {
+            tracing::debug!(stream = %self.stream.name(), phase, "the run's grid follows its first video frame");
+        }
+        for (index, fragment, arrived) in std::mem::take(&mut self.unphased) {
+            self.on_fragment_at(index, fragment, arrived);
         }
     }
 
@@ -639,6 +718,23 @@ fn shift(t: SystemTime, secs: f64) -> SystemTime {
         t + Duration::from_secs_f64(secs)
     } else {
         t - Duration::from_secs_f64(-secs)
+    }
+}
+
+/// `secs` in ticks of `timescale`.
+fn ticks(secs: f64, timescale: u32) -> u64 {
+    (secs * f64::from(timescale)).round() as u64
+}
+
+/// Where media time `media` (seconds) lies in its segment of `segment` seconds: the phase of a
+/// run whose first frame is there. Within a millisecond of a boundary counts as on it, as the
+/// forced keyframes do.
+fn grid_phase(media: f64, segment: f64) -> f64 {
+    let phase = media.rem_euclid(segment);
+    if phase < 0.001 || segment - phase < 0.001 {
+        0.0
+    } else {
+        phase
     }
 }
 

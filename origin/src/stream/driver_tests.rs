@@ -447,3 +447,66 @@ fn a_standby_anchors_itself_when_the_primary_is_on_another_publish_or_has_none()
         );
     }
 }
+
+#[test]
+fn a_publish_whose_video_starts_a_frame_late_keeps_every_frame_and_one_grid() {
+    // A publisher's first video frame lands a frame after its first audio (FLV timestamps 0 and
+    // 21 ms; the transcoder's 30 fps filter puts that frame at 1/30 s). ffmpeg forces its
+    // keyframes every 2 s from that frame, so the run's grid follows it: every video segment
+    // starts on its keyframe with no frame dropped, and audio is cut on the same grid.
+    let mut h = Harness::fed(Feed::Published);
+    h.driver.control(Control::State(Lifecycle::Starting));
+    h.start_run();
+    let run = h.run;
+    let video_ts = h.video.0.tracks[0].timescale as u64;
+    let mut audio_t = 10 * 48_000 - 1024;
+    for i in 0..(6 * 30) {
+        let frame = i + 1;
+        // Audio up to the frame's start goes first, as it can from its own pipe.
+        while (audio_t as f64 / 48_000.0) < 10.0 + frame as f64 / 30.0 {
+            let mut a = h.audio.1.clone();
+            a.decode_time = audio_t;
+            a.duration = 1024;
+            h.driver.handle(SupervisorEvent::Fragment {
+                run,
+                rendition: 1,
+                fragment: frag(h.audio.0.tracks[0].track_id, a),
+            });
+            audio_t += 1024;
+        }
+        let mut s = h.video.1.clone();
+        s.decode_time = 10 * video_ts + frame * video_ts / 30;
+        s.duration = (video_ts / 30) as u32;
+        s.flags = if i % 60 == 0 {
+            corral_transcoder::fmp4::SYNC_SAMPLE_FLAGS
+        } else {
+            corral_transcoder::fmp4::NON_SYNC_SAMPLE_FLAGS
+        };
+        h.clock.advance(1.0 / 30.0);
+        h.driver.handle(SupervisorEvent::Fragment {
+            run,
+            rendition: 0,
+            fragment: frag(h.video.0.tracks[0].track_id, s),
+        });
+    }
+    let complete = |index: usize| {
+        h.stream.renditions()[index].with_log(|log| {
+            log.segments()
+                .filter(|s| s.complete)
+                .map(|s| (s.msn, s.duration, s.parts.len()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let video = complete(0);
+    assert!(video.len() >= 2, "{video:?}");
+    for (msn, duration, parts) in &video {
+        assert!((duration - 2.0).abs() < 1e-6, "segment {msn}: {video:?}");
+        assert_eq!(*parts, 6, "segment {msn}: {video:?}");
+    }
+    let audio = complete(1);
+    for (msn, duration, parts) in audio.iter().skip(1) {
+        assert!((duration - 2.0).abs() < 0.011, "segment {msn}: {audio:?}");
+        assert_eq!(*parts, 6, "segment {msn}: {audio:?}");
+    }
+    assert_eq!(video[0].0, audio[0].0, "the same first MSN");
+}
