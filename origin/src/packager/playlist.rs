@@ -21,21 +21,55 @@ pub const DELTA_VERSION: u32 = 9;
 /// Formats seconds with at most five decimals, rounding down, for values that must not grow
 /// (part durations against `PART-TARGET`).
 pub fn seconds_floor(secs: f64) -> String {
-    units(((secs * 100_000.0) + 1e-6).floor().max(0.0) as u64)
+    units_text(((secs * 100_000.0) + 1e-6).floor().max(0.0) as u64)
+}
+
+/// Prints a segment's part durations so that they add up to its `EXTINF`: each is the
+/// distance between its start and its end from the segment's start, each rounded to the
+/// five decimals playlists carry (never above `PART-TARGET`). Rounded one by one, six parts of
+/// 1/3 s read 0.33333 and end 20 µs before the next segment, which hls.js places at the sum of
+/// the `EXTINF`s: it then finds no part to load at the boundary and stalls for seconds.
+pub struct PartDurations {
+    /// Units of 10 µs printed so far in the segment.
+    printed: u64,
+    /// Seconds of parts so far.
+    elapsed: f64,
+    /// `PART-TARGET` in units of 10 µs, rounded down.
+    limit: u64,
+}
+
+impl PartDurations {
+    /// For a segment's first part, with `PART-TARGET` `part_target` seconds.
+    pub fn new(part_target: f64) -> Self {
+        Self {
+            printed: 0,
+            elapsed: 0.0,
+            limit: ((part_target * 100_000.0) + 1e-6).floor().max(0.0) as u64,
+        }
+    }
+
+    /// The printed duration of the next part, which lasts `secs`.
+    pub fn next(&mut self, secs: f64) -> String {
+        self.elapsed += secs;
+        let end = (self.elapsed * 100_000.0).round().max(0.0) as u64;
+        let units = end.saturating_sub(self.printed).min(self.limit);
+        self.printed += units;
+        units_text(units)
+    }
 }
 
 /// Formats seconds with at most five decimals, rounding up, for limits (`PART-TARGET`).
 pub fn seconds_ceil(secs: f64) -> String {
-    units(((secs * 100_000.0) - 1e-6).ceil().max(0.0) as u64)
+    units_text(((secs * 100_000.0) - 1e-6).ceil().max(0.0) as u64)
 }
 
 /// Formats seconds with at most five decimals, rounding to nearest.
 pub fn seconds(secs: f64) -> String {
-    units((secs * 100_000.0).round().max(0.0) as u64)
+    units_text((secs * 100_000.0).round().max(0.0) as u64)
 }
 
 /// Formats a count of 10 µs units as decimal seconds, trimming zeros but keeping one decimal.
-fn units(units: u64) -> String {
+fn units_text(units: u64) -> String {
     let whole = units / 100_000;
     let frac = units % 100_000;
     let mut s = format!("{whole}.{frac:05}");
@@ -54,7 +88,7 @@ pub fn part_target(params: &LlhlsParams) -> String {
 /// client comparing in floating point never finds it below `3 × PART-TARGET`.
 fn part_hold_back(params: &LlhlsParams) -> String {
     let target = ((params.part_target * 100_000.0) - 1e-6).ceil().max(0.0) as u64;
-    units((3 * target).div_ceil(100) * 100)
+    units_text((3 * target).div_ceil(100) * 100)
 }
 
 /// `EXT-X-PROGRAM-DATE-TIME` value: RFC 3339 with milliseconds, in UTC.
@@ -174,11 +208,12 @@ pub fn media_playlist(
             complete_before += 1;
         }
         if with_parts && !segment.gap {
+            let mut printed = PartDurations::new(params.part_target);
             for (index, part) in segment.parts.iter().enumerate() {
                 let _ = write!(
                     out,
                     "#EXT-X-PART:DURATION={},URI=\"{}.{}.m4s\"",
-                    seconds_floor(part.duration),
+                    printed.next(part.duration),
                     segment.msn,
                     index
                 );

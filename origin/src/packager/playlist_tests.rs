@@ -652,3 +652,31 @@ fn measured_renditions_set_bandwidth_to_what_they_send() {
     assert_eq!(audio_only["BANDWIDTH"], "140000");
     assert_eq!(audio_only["AVERAGE-BANDWIDTH"], "131000");
 }
+
+#[test]
+fn a_segments_parts_add_up_to_its_extinf() {
+    // Six parts of 1/3 s each rounded down would read 0.33333 and end 20 µs before the next
+    // segment, which players place at the sum of the EXTINFs: the last part takes the rest.
+    let text = render(&live_log(4, 2), Form::Full);
+    let mut parts = 0u64;
+    let mut listed = 0;
+    for line in text.lines() {
+        if let Some(attributes) = line.strip_prefix("#EXT-X-PART:") {
+            let d = number(&attrs(attributes)["DURATION"]);
+            assert!(d <= params().part_target, "{line}");
+            parts += (d * 100_000.0).round() as u64;
+        } else if let Some(extinf) = line.strip_prefix("#EXTINF:") {
+            if parts > 0 {
+                let d = number(extinf.trim_end_matches(','));
+                assert_eq!(parts, (d * 100_000.0).round() as u64, "{text}");
+                listed += 1;
+            }
+            parts = 0;
+        }
+    }
+    assert!(listed >= 1, "{text}");
+    assert!(text.contains("DURATION=0.33333,") && text.contains("DURATION=0.33334,"));
+    let mut printed = PartDurations::new(0.2);
+    let tenths: Vec<String> = (0..5).map(|_| printed.next(0.2)).collect();
+    assert_eq!(tenths, ["0.2"; 5]);
+}
