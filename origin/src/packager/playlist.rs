@@ -48,6 +48,14 @@ impl PartDurations {
         }
     }
 
+    /// The printed duration of a complete segment's last part: what is left of `extinf`
+    /// units.
+    pub fn last(&mut self, extinf: u64) -> String {
+        let units = extinf.saturating_sub(self.printed).min(self.limit);
+        self.printed += units;
+        units_text(units)
+    }
+
     /// The printed duration of the next part, which lasts `secs`.
     pub fn next(&mut self, secs: f64) -> String {
         self.elapsed += secs;
@@ -56,6 +64,17 @@ impl PartDurations {
         self.printed += units;
         units_text(units)
     }
+}
+
+/// A segment's `EXTINF` in units of 10 µs: its duration rounded, less one unit. Browsers keep
+/// media times in whole microseconds, rounding each frame down, so a segment's buffered end
+/// reads up to a microsecond before its true end; hls.js, loading parts at the live edge,
+/// looks the next fragment up at that buffered end, and where the playlist puts the next
+/// segment's start exactly at the true end it finds the segment it has just loaded and waits
+/// (about 4.7 s, until that segment leaves the part list). Listed 10 µs short, every segment
+/// starts where the buffer's end finds it.
+fn extinf_units(secs: f64) -> u64 {
+    ((secs * 100_000.0).round().max(1.0) as u64) - 1
 }
 
 /// Formats seconds with at most five decimals, rounding up, for limits (`PART-TARGET`).
@@ -209,13 +228,17 @@ pub fn media_playlist(
         }
         if with_parts && !segment.gap {
             let mut printed = PartDurations::new(params.part_target);
+            let last = segment.parts.len().saturating_sub(1);
             for (index, part) in segment.parts.iter().enumerate() {
+                let text = if segment.complete && index == last {
+                    printed.last(extinf_units(segment.duration))
+                } else {
+                    printed.next(part.duration)
+                };
                 let _ = write!(
                     out,
                     "#EXT-X-PART:DURATION={},URI=\"{}.{}.m4s\"",
-                    printed.next(part.duration),
-                    segment.msn,
-                    index
+                    text, segment.msn, index
                 );
                 out.push_str(if part.independent {
                     ",INDEPENDENT=YES\n"
@@ -231,7 +254,7 @@ pub fn media_playlist(
             let _ = writeln!(
                 out,
                 "#EXTINF:{},\n{}.m4s",
-                seconds(segment.duration),
+                units_text(extinf_units(segment.duration)),
                 segment.msn
             );
         }
