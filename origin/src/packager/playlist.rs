@@ -21,7 +21,12 @@ pub const DELTA_VERSION: u32 = 9;
 /// Formats seconds with at most five decimals, rounding down, for values that must not grow
 /// (part durations against `PART-TARGET`).
 pub fn seconds_floor(secs: f64) -> String {
-    units_text(((secs * 100_000.0) + 1e-6).floor().max(0.0) as u64)
+    units_text(floor_units(secs))
+}
+
+/// `secs` in units of 10 µs, rounded down (a float a hair under a whole unit counts as it).
+fn floor_units(secs: f64) -> u64 {
+    ((secs * 100_000.0) + 1e-6).floor().max(0.0) as u64
 }
 
 /// Prints a segment's part durations so that they add up to its `EXTINF`: each is the
@@ -44,22 +49,24 @@ impl PartDurations {
         Self {
             printed: 0,
             elapsed: 0.0,
-            limit: ((part_target * 100_000.0) + 1e-6).floor().max(0.0) as u64,
+            limit: floor_units(part_target),
         }
     }
 
     /// The printed duration of a complete segment's last part: what is left of `extinf`
     /// units.
     pub fn last(&mut self, extinf: u64) -> String {
-        let units = extinf.saturating_sub(self.printed).min(self.limit);
-        self.printed += units;
-        units_text(units)
+        self.up_to(extinf)
     }
 
     /// The printed duration of the next part, which lasts `secs`.
     pub fn next(&mut self, secs: f64) -> String {
         self.elapsed += secs;
-        let end = (self.elapsed * 100_000.0).round().max(0.0) as u64;
+        self.up_to((self.elapsed * 100_000.0).round().max(0.0) as u64)
+    }
+
+    /// The part from what is printed so far to `end` units into the segment.
+    fn up_to(&mut self, end: u64) -> String {
         let units = end.saturating_sub(self.printed).min(self.limit);
         self.printed += units;
         units_text(units)

@@ -274,8 +274,7 @@ impl StreamDriver {
             tracing::error!(stream = %self.stream.name(), rendition = %rendition.name(), "the transcoder's output has the wrong kind of track; ignored");
             return;
         }
-        let grid_origin = MEDIA_TIME_OFFSET_SECS * u64::from(info.timescale)
-            + ticks(self.phase.unwrap_or(0.0), info.timescale);
+        let grid_origin = grid_origin(info.timescale, self.phase.unwrap_or(0.0));
         let params = self.stream.params();
         let segmenter = Segmenter::new(SegmenterConfig {
             track_id: info.track_id,
@@ -454,7 +453,7 @@ impl StreamDriver {
             .map(|r| r.decode_time);
         let phase = match first {
             Some(t) if track.video => {
-                let offset = MEDIA_TIME_OFFSET_SECS * u64::from(track.timescale);
+                let offset = grid_origin(track.timescale, 0.0);
                 let media = (t as f64 - offset as f64) / f64::from(track.timescale);
                 grid_phase(media, self.stream.params().segment_duration)
             }
@@ -474,8 +473,7 @@ impl StreamDriver {
     fn set_phase(&mut self, phase: f64) {
         self.phase = Some(phase);
         for track in self.tracks.iter_mut().flatten() {
-            let origin =
-                MEDIA_TIME_OFFSET_SECS * u64::from(track.timescale) + ticks(phase, track.timescale);
+            let origin = grid_origin(track.timescale, phase);
             track.grid_origin = origin;
             track.segmenter.set_grid_origin(origin);
         }
@@ -721,9 +719,10 @@ fn shift(t: SystemTime, secs: f64) -> SystemTime {
     }
 }
 
-/// `secs` in ticks of `timescale`.
-fn ticks(secs: f64, timescale: u32) -> u64 {
-    (secs * f64::from(timescale)).round() as u64
+/// Media time 0 of a run's grid in ticks of `timescale`: the transcoder's offset, `phase`
+/// seconds on.
+fn grid_origin(timescale: u32, phase: f64) -> u64 {
+    MEDIA_TIME_OFFSET_SECS * u64::from(timescale) + (phase * f64::from(timescale)).round() as u64
 }
 
 /// Where media time `media` (seconds) lies in its segment of `segment` seconds: the phase of a

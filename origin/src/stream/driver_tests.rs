@@ -127,39 +127,48 @@ impl Harness {
     /// Like [`Harness::feed`], from `from` seconds into the media (a run of a publish whose
     /// timestamps are kept starts where the publish is).
     fn feed_from(&mut self, from: u64, secs: f64) {
-        let run = self.run;
         let video_ts = self.video.0.tracks[0].timescale as u64;
         let frames = (secs * 30.0).round() as u64;
         let mut audio_t = (10 + from) * 48_000 - 1024;
         for i in 0..frames {
-            let t = (10 + from) * video_ts + i * video_ts / 30;
-            let mut s = self.video.1.clone();
-            s.decode_time = t;
-            s.duration = (video_ts / 30) as u32;
-            s.flags = if i % 60 == 0 {
-                corral_transcoder::fmp4::SYNC_SAMPLE_FLAGS
-            } else {
-                corral_transcoder::fmp4::NON_SYNC_SAMPLE_FLAGS
-            };
-            self.clock.advance(1.0 / 30.0);
-            self.driver.handle(SupervisorEvent::Fragment {
-                run,
-                rendition: 0,
-                fragment: frag(self.video.0.tracks[0].track_id, s),
-            });
+            self.push_video((10 + from) * video_ts + i * video_ts / 30, i % 60 == 0);
             let video_end = from as f64 + (i + 1) as f64 / 30.0;
             while ((audio_t + 1024) as f64 / 48_000.0) - 10.0 <= video_end {
-                let mut a = self.audio.1.clone();
-                a.decode_time = audio_t;
-                a.duration = 1024;
-                self.driver.handle(SupervisorEvent::Fragment {
-                    run,
-                    rendition: 1,
-                    fragment: frag(self.audio.0.tracks[0].track_id, a),
-                });
+                self.push_audio(audio_t);
                 audio_t += 1024;
             }
         }
+    }
+
+    /// One 30 fps video frame at `t` (the video track's ticks), the clock moving a frame on.
+    fn push_video(&mut self, t: u64, keyframe: bool) {
+        let video_ts = self.video.0.tracks[0].timescale as u64;
+        let mut s = self.video.1.clone();
+        s.decode_time = t;
+        s.duration = (video_ts / 30) as u32;
+        s.flags = if keyframe {
+            corral_transcoder::fmp4::SYNC_SAMPLE_FLAGS
+        } else {
+            corral_transcoder::fmp4::NON_SYNC_SAMPLE_FLAGS
+        };
+        self.clock.advance(1.0 / 30.0);
+        self.driver.handle(SupervisorEvent::Fragment {
+            run: self.run,
+            rendition: 0,
+            fragment: frag(self.video.0.tracks[0].track_id, s),
+        });
+    }
+
+    /// One AAC frame at `t` (48 kHz ticks).
+    fn push_audio(&mut self, t: u64) {
+        let mut a = self.audio.1.clone();
+        a.decode_time = t;
+        a.duration = 1024;
+        self.driver.handle(SupervisorEvent::Fragment {
+            run: self.run,
+            rendition: 1,
+            fragment: frag(self.audio.0.tracks[0].track_id, a),
+        });
     }
 
     fn end_run(&mut self, outcome: RunOutcome) {
@@ -457,37 +466,16 @@ fn a_publish_whose_video_starts_a_frame_late_keeps_every_frame_and_one_grid() {
     let mut h = Harness::fed(Feed::Published);
     h.driver.control(Control::State(Lifecycle::Starting));
     h.start_run();
-    let run = h.run;
     let video_ts = h.video.0.tracks[0].timescale as u64;
     let mut audio_t = 10 * 48_000 - 1024;
     for i in 0..(6 * 30) {
         let frame = i + 1;
         // Audio up to the frame's start goes first, as it can from its own pipe.
         while (audio_t as f64 / 48_000.0) < 10.0 + frame as f64 / 30.0 {
-            let mut a = h.audio.1.clone();
-            a.decode_time = audio_t;
-            a.duration = 1024;
-            h.driver.handle(SupervisorEvent::Fragment {
-                run,
-                rendition: 1,
-                fragment: frag(h.audio.0.tracks[0].track_id, a),
-            });
+            h.push_audio(audio_t);
             audio_t += 1024;
         }
-        let mut s = h.video.1.clone();
-        s.decode_time = 10 * video_ts + frame * video_ts / 30;
-        s.duration = (video_ts / 30) as u32;
-        s.flags = if i % 60 == 0 {
-            corral_transcoder::fmp4::SYNC_SAMPLE_FLAGS
-        } else {
-            corral_transcoder::fmp4::NON_SYNC_SAMPLE_FLAGS
-        };
-        h.clock.advance(1.0 / 30.0);
-        h.driver.handle(SupervisorEvent::Fragment {
-            run,
-            rendition: 0,
-            fragment: frag(h.video.0.tracks[0].track_id, s),
-        });
+        h.push_video(10 * video_ts + frame * video_ts / 30, i % 60 == 0);
     }
     let complete = |index: usize| {
         h.stream.renditions()[index].with_log(|log| {
