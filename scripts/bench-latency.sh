@@ -9,6 +9,8 @@
 # origin (publish lag: from the wall time a part's media ends to its publication, its
 # histogram over the run), the playlist (part target, PART-HOLD-BACK) and the player (how long
 # a part takes to arrive). Prints each run's JSON, then a markdown table for BENCHMARKS.md.
+# hls.js's own log lines about stalls, gaps and nudges ride along in each run's `trace`, so a
+# stall comes with the player's account of it.
 #
 # Sources: `testsrc` (the origin's built-in test source) and `rtmp` (ffmpeg publishing 30 fps
 # with a 2 s GOP over RTMP, its own clock burnt in, transcoded by the origin's ladder).
@@ -108,7 +110,7 @@ YAML
             esac
             run="$dir/$player-$protocol"
             metrics >"$run.before.prom"
-            STOCK_CLOCK_DIR="$run" node tests/browser/stock.js "$player" "$url" "$SECONDS_EACH" $cert >"$run.json" ||
+            STOCK_TRACE=1 STOCK_CLOCK_DIR="$run" node tests/browser/stock.js "$player" "$url" "$SECONDS_EACH" $cert >"$run.json" ||
                 echo "{\"player\": \"$player\", \"failed\": true}" >"$run.json"
             metrics >"$run.after.prom"
             echo "$source $player $protocol: $(cat "$run.json")" >&2

@@ -313,6 +313,12 @@ async fn failover(gone: Gone) {
     let mut primary = Origin::start_with_http("  on_stop: hand_over\n", &origin_config());
     let standby = Origin::start(&origin_config());
     let (p, s) = (primary.http.to_string(), standby.http.to_string());
+    // Both transcoders past their start before the edge looks: a standby's ffmpeg starting
+    // beside the primary's on a 2-core machine can hold the primary's parts back long enough
+    // for its health check to call it stalled, and the edge would rightly move to the standby
+    // before the test begins.
+    primary.playlist_with(PLAYLIST, 1).await;
+    standby.playlist_with(PLAYLIST, 1).await;
     let edge = Edge::start(&[&p, &s], "upstream: { health_interval: 0.2 }\n");
     let mut playlist = live_playlist(&edge).await;
     for _ in 0..3 {
@@ -322,8 +328,10 @@ async fn failover(gone: Gone) {
     }
     let standby_before = origin_requests(&standby, "blocking_playlist").await;
     assert_eq!(
-        standby_before, 0.0,
-        "the standby is idle while the primary serves"
+        standby_before,
+        0.0,
+        "the standby is idle while the primary serves\n{}",
+        edge.log()
     );
 
     // A herd is held at the primary on the first part of the next segment (up to a segment

@@ -138,20 +138,13 @@
         ...data.levels.map((l, i) => el('option', { value: String(i), textContent: `${l.height}p · ${Math.round(l.bitrate / 1000)} kb/s` })));
       video.play().catch(() => {});
     });
-    // The distance kept from the live edge: 1.5 × PART-HOLD-BACK (4.5 parts) rather than
-    // hls.js's PART-HOLD-BACK itself. At 3 parts one late part empties the buffer: on a
-    // 2-core machine that stalled about once a minute, each time for some 5 s; 4.5 parts
-    // did not stall (BENCHMARKS.md). `?latency=<seconds>` sets it.
-    let targetSet = false;
-    hls.on(Hls.Events.LEVEL_LOADED, (_e, data) => {
-      if (targetSet || !data.details.live) return;
-      const asked = Number(query.get('latency'));
-      const holdBack = data.details.partHoldBack || data.details.holdBack;
-      if (asked > 0 || holdBack > 0) {
-        hls.targetLatency = asked > 0 ? asked : holdBack * 1.5;
-        targetSet = true;
-      }
-    });
+    // The distance kept from the live edge is the playlist's: hls.js in low-latency mode aims
+    // at PART-HOLD-BACK (HOLD-BACK without parts) and catches up to it at up to 1.5× speed.
+    // `?latency=<seconds>` sets another.
+    const asked = Number(query.get('latency'));
+    if (asked > 0) {
+      hls.once(Hls.Events.LEVEL_LOADED, () => { hls.targetLatency = asked; });
+    }
     hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => {
       const l = hls.levels[data.level];
       stats.level = data.level;

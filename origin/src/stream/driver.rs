@@ -412,6 +412,11 @@ impl StreamDriver {
                 }
             }
         }
+        // On a whole millisecond, as playlists print dates: a player placing one rendition's
+        // playlist on another's by their dates then never puts a segment after its media (an
+        // audio segment's date rounded up past its first sample left hls.js looking, at the
+        // live edge, for the segment it had just loaded, for seconds).
+        let anchor = whole_millis(anchor);
         tracing::info!(stream = %self.stream.name(), run = self.run, base_msn, "transcoder run anchored");
         self.epoch = Some(Epoch {
             base_msn,
@@ -711,6 +716,12 @@ impl StreamDriver {
 }
 
 /// `t` moved by `secs` seconds, forwards or backwards.
+/// `t` less its fraction of a millisecond.
+fn whole_millis(t: SystemTime) -> SystemTime {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64)
+}
+
 fn shift(t: SystemTime, secs: f64) -> SystemTime {
     if secs >= 0.0 {
         t + Duration::from_secs_f64(secs)

@@ -437,6 +437,45 @@ fn a_standby_holds_its_first_parts_until_it_takes_the_primarys_epoch() {
 }
 
 #[test]
+fn dates_to_the_millisecond_never_put_a_rendition_after_its_media() {
+    // Media that reached the origin 0.9 ms past a whole millisecond. Players print-read dates
+    // to the millisecond and place the audio playlist on the video's by them: the audio
+    // segment's date, less the video's, as printed, must not exceed the time between their
+    // first samples, or a player looks for the next audio segment past where its media starts.
+    let mut h = Harness::fed(Feed::Published);
+    h.clock.advance(0.0009);
+    h.driver.control(Control::State(Lifecycle::Starting));
+    h.start_run();
+    h.feed(12.0);
+    let dates = |index: usize| -> Vec<(u64, SystemTime)> {
+        h.stream.renditions()[index].with_log(|log| {
+            log.segments()
+                .map(|s| (s.msn, s.program_date_time))
+                .collect()
+        })
+    };
+    let millis = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis()
+    };
+    let (video, audio) = (dates(0), dates(1));
+    assert!(video.len() >= 5, "{video:?}");
+    for ((msn, v), (audio_msn, a)) in video.iter().zip(&audio) {
+        assert_eq!(msn, audio_msn);
+        let printed = millis(*a) as f64 - millis(*v) as f64;
+        let exact = a
+            .duration_since(*v)
+            .map_or_else(|e| -e.duration().as_secs_f64(), |d| d.as_secs_f64())
+            * 1000.0;
+        assert!(
+            printed <= exact + 1e-6,
+            "segment {msn}: audio dated {printed} ms after video, its media starts {exact:.3} ms after"
+        );
+    }
+}
+
+#[test]
 fn a_standby_anchors_itself_when_the_primary_is_on_another_publish_or_has_none() {
     for primary in [
         Follow::Own,
