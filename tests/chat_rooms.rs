@@ -329,6 +329,8 @@ async fn recovery_after_reconnect(redis: bool) {
     let (alice_token, bob_token) = (token("u-alice", "Alice"), token("u-bob", "Bob"));
     let mut alice = relay.connect("demo", Some(&alice_token)).await;
     let mut bob = relay.connect("demo", Some(&bob_token)).await;
+    // The room's frame comes once a connection has joined: Bob hears what Alice sends next.
+    bob.expect("room").await;
     send_many(&mut alice, "a", 2).await;
     bob.expect("msg").await;
     let seen = bob.expect("msg").await["offset"].as_u64().expect("offset");
