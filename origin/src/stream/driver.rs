@@ -715,13 +715,13 @@ impl StreamDriver {
     }
 }
 
-/// `t` moved by `secs` seconds, forwards or backwards.
 /// `t` less its fraction of a millisecond.
 fn whole_millis(t: SystemTime) -> SystemTime {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64)
 }
 
+/// `t` moved by `secs` seconds, forwards or backwards.
 fn shift(t: SystemTime, secs: f64) -> SystemTime {
     if secs >= 0.0 {
         t + Duration::from_secs_f64(secs)
