@@ -9,6 +9,7 @@
 //! - [`flv`] writes RTMP media as the FLV stream ffmpeg reads; [`mpegts`] watches SRT's
 //!   transport stream for frames, keyframes and losses; [`starvation`] keeps the video
 //!   renditions moving on a frozen picture when a starved publisher's video stops.
+//! - [`timing`] estimates when a publisher's clock started, to date its publish.
 //! - [`rtmp`] terminates RTMP (handshake, chunk stream, AMF0 commands, publish) as sans-IO
 //!   protocol code plus a thin TCP server.
 //! - [`srt`] terminates SRT in listener mode through the system libsrt, keyed by `streamid`.
@@ -22,3 +23,4 @@ mod queue;
 pub mod rtmp;
 pub mod srt;
 pub mod starvation;
+pub mod timing;

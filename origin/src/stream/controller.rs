@@ -25,9 +25,10 @@ use super::slate::{SlateClip, play};
 use super::{IngestStatus, Lifecycle, Stream};
 use crate::ingest::flv::FlvRemuxer;
 use crate::ingest::hub::{IngestMetrics, Protocol, PublishFeed};
-use crate::ingest::media::MediaChunk;
+use crate::ingest::media::{MediaChunk, TagKind};
 use crate::ingest::mpegts::PACKET_LEN;
 use crate::ingest::starvation::{StarvationGuard, Tick, TsFreezer};
+use crate::ingest::timing::PublisherClock;
 use crate::redundancy::{Follow, await_epoch};
 
 /// How often a publish is checked for starved video.
@@ -306,6 +307,8 @@ struct Pump {
     started: Instant,
     media_seen: bool,
     keyframe_seen: bool,
+    /// When the publisher's clock started, to date the publish (RTMP's timestamps).
+    publisher_clock: PublisherClock,
     starvation: StarvationGuard,
 }
 
@@ -329,6 +332,7 @@ impl Pump {
             started: Instant::now(),
             media_seen: false,
             keyframe_seen: false,
+            publisher_clock: PublisherClock::default(),
             starvation: StarvationGuard::default(),
         }
     }
@@ -358,6 +362,13 @@ impl Pump {
                     if !self.media_seen {
                         self.media_seen = true;
                         let _ = driver.send(DriverInput::Control(Control::MediaStarted(Instant::now()))).await;
+                    }
+                    if let MediaChunk::Flv(tag) = &chunk
+                        && tag.kind != TagKind::Script
+                        && !tag.is_sequence_header()
+                        && let Some(zero) = self.publisher_clock.observe(SystemTime::now(), tag.timestamp)
+                    {
+                        let _ = driver.send(DriverInput::Control(Control::PublisherClock(zero))).await;
                     }
                     let bytes = match self.accept(chunk) {
                         Ok(bytes) => bytes,

@@ -91,8 +91,10 @@ pub enum Feed {
     /// starts: media time 0 is when the run started, so program date-times and the publish lag
     /// count from when each frame was generated; the end of the source ends the stream.
     Generated,
-    /// A broadcaster publishes it: media time 0 is when a run's first fragment arrived, and the
-    /// stream's controller decides when the stream ends.
+    /// A broadcaster publishes it: media time 0 is when the publisher's clock started, as the
+    /// ingest saw it (RTMP, whose timestamps the transcoder keeps), or else when a run's first
+    /// fragment arrived less the media in it; the stream's controller decides when the stream
+    /// ends.
     Published,
 }
 
@@ -120,6 +122,9 @@ pub struct StreamDriver {
     shared_clock: bool,
     /// The epoch of a publish's run that failed, for the next run of the same publish.
     resume: Option<Epoch>,
+    /// The wall time of the current publish's timestamp 0, from the ingest, when its runs keep
+    /// the publisher's timestamps.
+    publisher_zero: Option<SystemTime>,
     /// Where the run's grid lies past the transcoder's offset, in seconds, once known: the
     /// phase of its first video frame (ffmpeg forces keyframes every segment from the first
     /// frame it encodes, which a publisher's timestamps put anywhere), so that every
@@ -136,6 +141,9 @@ pub enum Control {
     State(Lifecycle),
     /// A publisher's media started arriving now (to measure ingest-to-playlist delay).
     MediaStarted(std::time::Instant),
+    /// The wall time of the publisher's timestamp 0, as the ingest estimates it so far (a
+    /// publish whose timestamps the transcoder keeps): its runs are dated from it.
+    PublisherClock(SystemTime),
     /// End the stream: every playlist gets `EXT-X-ENDLIST`.
     End,
     /// Where the coming runs' epochs come from (a standby's publish follows its primary).
@@ -206,6 +214,7 @@ impl StreamDriver {
             waiting: Vec::new(),
             shared_clock: false,
             resume: None,
+            publisher_zero: None,
             phase: None,
             unphased: Vec::new(),
         }
@@ -372,13 +381,14 @@ impl StreamDriver {
     }
 
     /// Anchors a new epoch: media time 0 is the run's start, or `arrived` minus `media_secs`
-    /// (the media received by then), or the primary's anchor for the same publish. The run's
+    /// (the media received by then) unless the publisher's clock dates it earlier, or the
+    /// primary's anchor for the same publish. The run's
     /// first media falls in grid segment `first_segment`, whose MSN must come after the last
     /// one published.
     fn open_epoch(&mut self, media_secs: f64, arrived: SystemTime, first_segment: u64) {
         let own = match (self.feed, self.run_started) {
             (Feed::Generated, Some(started)) => started,
-            _ => shift(arrived, -media_secs),
+            _ => self.published_anchor(shift(arrived, -media_secs)),
         };
         let d = self.stream.params().segment_duration;
         let from_clock = (own
@@ -436,6 +446,31 @@ impl StreamDriver {
         }));
         for i in 0..self.tracks.len() {
             self.start_epoch_for(i);
+        }
+    }
+
+    /// Where a published run's grid starts on the wall clock: `by_output` (when its first
+    /// output arrived, less the media in it), or earlier by the publisher's own clock when the
+    /// run keeps the publisher's timestamps. The transcoder probes its input for about 0.5 s
+    /// before its first output, so `by_output` alone dates every frame after it reached the
+    /// origin (program date-times ahead of the wall clock, and a player's glass-to-glass by
+    /// them too low by as much).
+    fn published_anchor(&self, by_output: SystemTime) -> SystemTime {
+        let zero = match self.publisher_zero {
+            Some(zero) if self.shared_clock && self.stream.state() != Lifecycle::Reconnecting => {
+                zero
+            }
+            _ => return by_output,
+        };
+        // Grid boundary 0 is the transcoder's offset plus the phase: the publisher's timestamp
+        // `phase` (the transcoder adds its offset to the kept timestamps).
+        let by_ingest = shift(zero, self.phase.unwrap_or(0.0));
+        match by_output.duration_since(by_ingest) {
+            Ok(earlier) => {
+                tracing::info!(stream = %self.stream.name(), run = self.run, earlier_ms = earlier.as_millis() as u64, "run dated by the publisher's clock");
+                by_ingest
+            }
+            Err(_) => by_output,
         }
     }
 
@@ -628,6 +663,7 @@ impl StreamDriver {
         match control {
             Control::State(state) => self.set_state(state),
             Control::MediaStarted(at) => self.media_started = Some(at),
+            Control::PublisherClock(zero) => self.publisher_zero = Some(zero),
             Control::End => self.end_stream(),
             Control::Follow(follow) => {
                 self.follow = follow;
@@ -638,6 +674,7 @@ impl StreamDriver {
             Control::Publish { shared_clock } => {
                 self.shared_clock = shared_clock;
                 self.resume = None;
+                self.publisher_zero = None;
             }
         }
     }

@@ -537,3 +537,60 @@ fn a_publish_whose_video_starts_a_frame_late_keeps_every_frame_and_one_grid() {
     }
     assert_eq!(video[0].0, audio[0].0, "the same first MSN");
 }
+
+#[test]
+fn a_publish_is_dated_by_the_publishers_clock_not_the_transcoders_first_output() {
+    // The publisher's timestamp 0 reached the origin at the start; ffmpeg probed its input for
+    // 0.6 s before its first fragment came out. The publish's dates count from the publisher's
+    // clock (every frame dated before it reached the origin), not from that first output.
+    // Rebased timestamps (SRT) keep the output's anchor: their media time is ffmpeg's own.
+    for shared_clock in [true, false] {
+        let mut h = Harness::fed(Feed::Published);
+        h.driver.control(Control::Publish { shared_clock });
+        h.driver.control(Control::State(Lifecycle::Starting));
+        h.driver.control(Control::PublisherClock(start_time()));
+        h.clock.advance(0.6);
+        h.start_run();
+        h.feed(3.0);
+        let anchor = h.stream.epoch().expect("anchored").anchor();
+        let expected = if shared_clock {
+            start_time()
+        } else {
+            start_time() + Duration::from_millis(600)
+        };
+        assert_eq!(anchor, expected, "shared clock {shared_clock}");
+    }
+}
+
+#[test]
+fn the_slate_and_the_next_publish_do_not_reuse_a_publishers_clock() {
+    let mut h = Harness::fed(Feed::Published);
+    h.driver.control(Control::Publish { shared_clock: true });
+    h.driver.control(Control::State(Lifecycle::Starting));
+    h.driver.control(Control::PublisherClock(start_time()));
+    h.start_run();
+    h.feed(2.0);
+    h.end_run(RunOutcome::Finished);
+    // The slate plays while the publisher is away: its own media, anchored where it comes out.
+    h.driver.control(Control::State(Lifecycle::Reconnecting));
+    h.clock.advance(1.0);
+    let slate_start = h.clock.now();
+    h.start_run();
+    h.feed(2.0);
+    assert_eq!(
+        h.stream.epoch().expect("the slate's epoch").anchor(),
+        whole_millis(slate_start)
+    );
+    h.end_run(RunOutcome::Finished);
+    // The next publish has not said when its clock started yet: its first output dates it.
+    h.driver.control(Control::Publish { shared_clock: true });
+    h.driver.control(Control::State(Lifecycle::Starting));
+    h.clock.advance(1.0);
+    let next_start = h.clock.now();
+    h.start_run();
+    h.feed(2.0);
+    assert_eq!(
+        h.stream.epoch().expect("anchored").anchor(),
+        whole_millis(next_start)
+    );
+}
