@@ -102,20 +102,39 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, never one this test process handed out before: the kernel
+/// may give a port just released to the next bind, and two listeners of one server on the
+/// same port would keep it from starting (an edge's player and metrics listeners once did).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+    unique_port(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("an ephemeral port")
+    })
 }
 
-/// A free UDP port on 127.0.0.1.
+/// A free UDP port on 127.0.0.1, never one this test process handed out before.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+    unique_port(|| {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("an ephemeral port")
+    })
+}
+
+/// The first port from `probe` not handed out before in this process.
+fn unique_port(probe: impl Fn() -> u16) -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = probe();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A real ffmpeg publisher (test pattern and tone), killed by PID on drop.
