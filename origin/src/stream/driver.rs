@@ -382,9 +382,8 @@ impl StreamDriver {
 
     /// Anchors a new epoch: media time 0 is the run's start, or `arrived` minus `media_secs`
     /// (the media received by then) unless the publisher's clock dates it earlier, or the
-    /// primary's anchor for the same publish. The run's
-    /// first media falls in grid segment `first_segment`, whose MSN must come after the last
-    /// one published.
+    /// primary's anchor for the same publish. The run's first media falls in grid segment
+    /// `first_segment`, whose MSN must come after the last one published.
     fn open_epoch(&mut self, media_secs: f64, arrived: SystemTime, first_segment: u64) {
         let own = match (self.feed, self.run_started) {
             (Feed::Generated, Some(started)) => started,

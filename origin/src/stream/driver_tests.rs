@@ -171,6 +171,13 @@ impl Harness {
         });
     }
 
+    /// A publish starts, as the controller says it: its runs share one media clock when
+    /// `shared_clock` (RTMP's kept timestamps).
+    fn begin_publish(&mut self, shared_clock: bool) {
+        self.driver.control(Control::Publish { shared_clock });
+        self.driver.control(Control::State(Lifecycle::Starting));
+    }
+
     fn end_run(&mut self, outcome: RunOutcome) {
         let run = self.run;
         self.driver.handle(SupervisorEvent::Ended { run, outcome });
@@ -277,8 +284,7 @@ fn a_transcoder_restart_brings_a_discontinuity_gaps_and_a_new_init() {
 fn a_restarted_run_of_a_publish_with_kept_timestamps_resumes_its_epoch() {
     for shared_clock in [true, false] {
         let mut h = Harness::fed(Feed::Published);
-        h.driver.control(Control::Publish { shared_clock });
-        h.driver.control(Control::State(Lifecycle::Starting));
+        h.begin_publish(shared_clock);
         h.start_run();
         h.feed(3.0);
         h.end_run(RunOutcome::Failed {
@@ -546,8 +552,7 @@ fn a_publish_is_dated_by_the_publishers_clock_not_the_transcoders_first_output()
     // Rebased timestamps (SRT) keep the output's anchor: their media time is ffmpeg's own.
     for shared_clock in [true, false] {
         let mut h = Harness::fed(Feed::Published);
-        h.driver.control(Control::Publish { shared_clock });
-        h.driver.control(Control::State(Lifecycle::Starting));
+        h.begin_publish(shared_clock);
         h.driver.control(Control::PublisherClock(start_time()));
         h.clock.advance(0.6);
         h.start_run();
@@ -565,8 +570,7 @@ fn a_publish_is_dated_by_the_publishers_clock_not_the_transcoders_first_output()
 #[test]
 fn the_slate_and_the_next_publish_do_not_reuse_a_publishers_clock() {
     let mut h = Harness::fed(Feed::Published);
-    h.driver.control(Control::Publish { shared_clock: true });
-    h.driver.control(Control::State(Lifecycle::Starting));
+    h.begin_publish(true);
     h.driver.control(Control::PublisherClock(start_time()));
     h.start_run();
     h.feed(2.0);
@@ -583,8 +587,7 @@ fn the_slate_and_the_next_publish_do_not_reuse_a_publishers_clock() {
     );
     h.end_run(RunOutcome::Finished);
     // The next publish has not said when its clock started yet: its first output dates it.
-    h.driver.control(Control::Publish { shared_clock: true });
-    h.driver.control(Control::State(Lifecycle::Starting));
+    h.begin_publish(true);
     h.clock.advance(1.0);
     let next_start = h.clock.now();
     h.start_run();
